@@ -1,0 +1,29 @@
+"""Shared helpers for the tests: where the project lives and which scenarios it has."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+
+
+def scenario_names() -> list[str]:
+    """Every scenario: each module in scenarios/ whose name has no leading underscore."""
+    return sorted(p.stem for p in SCENARIOS.glob("*.py") if not p.stem.startswith("_"))
+
+
+def scenario_module(name: str):
+    return importlib.import_module(f"scenarios.{name}")
+
+
+def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a scenario script the way a person does: python scenarios/<name>.py ..."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )

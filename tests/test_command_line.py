@@ -1,0 +1,91 @@
+"""The command line every scenario shares."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_script, scenario_module, scenario_names
+
+SCENARIOS = scenario_names()
+
+
+def test_the_three_autograd_scenarios_exist():
+    assert {"backward", "leaf_gradients", "unsqueeze"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_help_lists_the_shared_options(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        scenario_module(name).main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--trace", "--save-trace", "--device", "--seed"):
+        assert option in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
+        (["--seed", "-1"], "argument --seed: -1 is negative"),
+        (["--device", "toaster"], "argument --device: 'toaster' is not a device name"),
+    ],
+)
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_bad_argument_is_one_line_and_exit_2(name, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        scenario_module(name).main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="this machine has an accelerator")
+def test_an_absent_accelerator_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        scenario_module("backward").main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "'cuda' is not available on this machine" in capsys.readouterr().err
+
+
+def test_save_trace_into_a_file_is_refused(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    with pytest.raises(SystemExit):
+        scenario_module("backward").main(["--save-trace", str(a_file)])
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+
+
+def test_bad_option_from_the_shell_prints_no_traceback():
+    result = run_script("scenarios/backward.py", "--device", "nowhere")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "scenarios/backward.py: error: argument --device: 'nowhere' is not a device name (try auto, cpu or cuda) (see --help)"
+    ]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_trace_run_prints_narrative_and_graph_and_saves_json(name, tmp_path):
+    result = run_script(f"scenarios/{name}.py", "--trace", "--save-trace", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Autograd graph" in result.stdout
+    assert "Backward: the order in which the engine ran the nodes" in result.stdout
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["scenario"] == name
+    assert data["graph"]["nodes"] and data["backward"]
+
+
+def test_backward_narrative_states_each_fact_with_its_value():
+    result = run_script("scenarios/backward.py")
+    assert result.returncode == 0, result.stderr
+    assert "w.grad = 5.0" in result.stdout
+    assert "x.grad = 2.0" in result.stdout
+    assert "via a 2.0 + via b 3.0 = 5.0" in result.stdout
+    assert "Trying to backward through the graph a second time" in result.stdout
+    assert "w.grad = 10.0" in result.stdout
+    assert "Autograd graph" not in result.stdout  # no trace unless asked

@@ -1,0 +1,65 @@
+"""unsqueeze returns a new view; unsqueeze_ changes the tensor itself."""
+
+import pytest
+import torch
+
+from scenarios.unsqueeze import unsqueeze_lesson
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return unsqueeze_lesson()
+
+
+def test_unsqueeze_returns_a_new_object_and_leaves_the_original_shape(facts):
+    assert facts.u_is_new_object is True
+    assert facts.u_shape == [1, 3]
+    assert facts.x_shape == [3]
+
+
+def test_the_new_tensor_is_a_view_sharing_storage(facts):
+    assert facts.u_base_is_x is True
+    assert facts.shares_data_ptr is True
+
+
+def test_writing_through_the_view_changes_the_original(facts):
+    assert facts.x_after_writing_u == [10.0, 2.0, 3.0]
+
+
+def test_unsqueeze_in_place_returns_the_same_object_with_a_new_shape(facts):
+    assert facts.inplace_returns_same_object is True
+    assert facts.inplace_shape == [1, 3]
+
+
+def test_unsqueeze_in_place_bumps_the_version_counter(facts):
+    assert facts.version_after == facts.version_before + 1
+
+
+def test_valid_dims_and_negative_dims(facts):
+    assert facts.valid_dims == [-2, -1, 0, 1]
+    assert facts.shapes_by_dim == {-2: [1, 3], -1: [3, 1], 0: [1, 3], 1: [3, 1]}
+
+
+def test_out_of_range_dim_raises_index_error(facts):
+    assert facts.out_of_range_error == "Dimension out of range (expected to be in range of [-2, 1], but got 2)"
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-2, 1\], but got -3"):
+        torch.zeros(3).unsqueeze(-3)
+
+
+def test_none_index_equals_unsqueeze_0(facts):
+    assert facts.none_index_equals_unsqueeze is True
+
+
+def test_grad_fn_names_of_both(facts):
+    assert facts.grad_fn_out_of_place == "UnsqueezeBackward0"
+    assert facts.grad_fn_in_place == "UnsqueezeBackward1"
+
+
+def test_unsqueeze_in_place_on_a_leaf_that_requires_grad_fails(facts):
+    assert facts.inplace_on_leaf_error.startswith(
+        "a leaf Variable that requires grad is being used in an in-place operation"
+    )
+
+
+def test_gradient_flows_through_both(facts):
+    assert facts.w_grad == [3.0, 3.0, 3.0]
