@@ -78,9 +78,9 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--trace", action="store_true", help="print the autograd graph and the backward pass")
+    parser.add_argument("--trace", action="store_true", help="print the trace: autograd graph, backward order, ATen ops, torch source entered")
     parser.add_argument(
-        "--save-trace", metavar="DIR", type=parse_trace_dir, help=f"save the trace as DIR/{name}.json"
+        "--save-trace", metavar="DIR", type=parse_trace_dir, help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)"
     )
     parser.add_argument(
         "--device",
@@ -110,7 +110,8 @@ def run_scenario(
     tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
 
     torch.manual_seed(args.seed)
-    facts = lesson(device=args.device, tracer=tracer, **options)
+    with tracer.recording():
+        facts = lesson(device=args.device, tracer=tracer, **options)
 
     from rich.console import Console
 
@@ -127,12 +128,14 @@ def run_scenario(
         console.print()
         render_trace(trace, console)
     if args.save_trace:
-        from traces.json_file import save_json
+        from traces.files import save_trace
 
         try:
-            path = save_json(trace, args.save_trace)
+            written, notes = save_trace(trace, args.save_trace)
         except OSError as error:
             print(f"scenarios/{name}.py: error: cannot save the trace: {error}", file=sys.stderr)
             return 1
-        console.print(f"Saved the trace to {path}", markup=False)
+        console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
+        for note in notes:
+            console.print(note, markup=False)
     return 0

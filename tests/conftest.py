@@ -6,15 +6,10 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "scenarios"
+from scenarios._record import ROOT, scenario_names
 
-
-def scenario_names() -> list[str]:
-    """Every scenario: each module in scenarios/ whose name has no leading underscore."""
-    return sorted(p.stem for p in SCENARIOS.glob("*.py") if not p.stem.startswith("_"))
+__all__ = ["ROOT", "run_script", "scenario_module", "scenario_names"]
 
 
 def scenario_module(name: str):

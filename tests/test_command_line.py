@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_script, scenario_module, scenario_names
 
 SCENARIOS = scenario_names()

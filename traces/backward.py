@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from traces.graph import AutogradGraph, autograd_nodes, describe_graph, read_saved_values
-from traces.tensors import TensorSummary, summarize
+from traces.tensors import TensorSummary, summarize, tracer_at_work
 
 
 @dataclass
@@ -42,6 +42,7 @@ def _summaries(gradients) -> list[TensorSummary | None]:
 def record_backward(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
+    module_of: Mapping[int, str] | None = None,
 ) -> Iterator[BackwardRecording]:
     """Record the graph behind ``outputs`` and every backward run inside the block.
 
@@ -52,7 +53,7 @@ def record_backward(
         recording.steps  # in execution order
     """
     fns = autograd_nodes(outputs)
-    recording = BackwardRecording(graph=describe_graph(fns, outputs, names))
+    recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
 
@@ -72,13 +73,15 @@ def record_backward(
 
     handles = []
     try:
-        for fn, node_id in zip(fns, node_ids):
-            handles.append(fn.register_prehook(before(node_id, type(fn).__name__)))
-            handles.append(fn.register_hook(after(node_id)))
+        with tracer_at_work():
+            for fn, node_id in zip(fns, node_ids):
+                handles.append(fn.register_prehook(before(node_id, type(fn).__name__)))
+                handles.append(fn.register_hook(after(node_id)))
         yield recording
     finally:
-        for handle in handles:
-            handle.remove()
+        with tracer_at_work():
+            for handle in handles:
+                handle.remove()
         for edge in recording.graph.edges:
             step = running.get(edge.source)
             if step is not None and edge.output_nr < len(step.leaving):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from traces.tensors import TensorSummary, summarize
+from traces.tensors import TensorSummary, dtype_name, summarize
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -38,6 +38,7 @@ class AutogradNode:
     variable: str | None = None  # the scenario's name for the tensor behind the node
     leaf: TensorSummary | None = None  # for AccumulateGrad: the leaf tensor
     saved: list[SavedValue] = field(default_factory=list)
+    module: str | None = None  # the nn.Module whose forward made the node, where known
 
     @property
     def is_leaf(self) -> bool:
@@ -91,19 +92,22 @@ def autograd_nodes(outputs: Mapping[str, torch.Tensor]) -> list:
 def walk_graph(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
+    module_of: Mapping[int, str] | None = None,
 ) -> AutogradGraph:
     """Describe the autograd graph behind ``outputs`` (name -> tensor).
 
     ``names`` gives names to other tensors of the scenario (leaves and
     intermediate results), so that nodes carry the names used in the code.
+    ``module_of`` maps ``id(node)`` to the module that made it (see ``traces.modules``).
     """
-    return describe_graph(autograd_nodes(outputs), outputs, names)
+    return describe_graph(autograd_nodes(outputs), outputs, names, module_of)
 
 
 def describe_graph(
     fns: list,
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
+    module_of: Mapping[int, str] | None = None,
 ) -> AutogradGraph:
     named = {**(names or {}), **outputs}
     name_of = {}  # id of a grad_fn, or of a leaf tensor -> its name
@@ -121,6 +125,7 @@ def describe_graph(
                 variable=name_of.get(id(leaf if leaf is not None else fn)),
                 leaf=summarize(leaf) if leaf is not None else None,
                 saved=read_saved_values(fn),
+                module=(module_of or {}).get(id(fn)),
             )
         )
         for output_nr, (next_fn, input_nr) in enumerate(fn.next_functions):
@@ -145,8 +150,7 @@ def read_saved_values(fn) -> list[SavedValue]:
             saved.append(SavedValue(name, freed=True))
             continue
         if isinstance(value, torch.Tensor):
-            summary = summarize(value)
-            saved.append(SavedValue(name, shape=summary.shape, dtype=summary.dtype))
+            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value)))
         else:
             saved.append(SavedValue(name, value=repr(value)))
     return saved

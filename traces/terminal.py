@@ -8,27 +8,69 @@ from rich.table import Table
 from rich.tree import Tree
 
 from traces.graph import AutogradGraph, AutogradNode
+from traces.ops import fold_calls
 from traces.tensors import TensorSummary
 from traces.trace import Trace
 
+PHASES = ("forward", "backward")
+
 
 def render_trace(trace: Trace, console: Console) -> None:
+    """All four views: graph, backward, ops and source."""
     if trace.graph is None:
         console.print("[dim]This run recorded no backward pass.[/dim]")
+    else:
+        console.print(graph_tree(trace.graph))
+        if trace.backward:
+            console.print(backward_table(trace, trace.graph))
+    console.print()
+    render_ops(trace, console)
+    console.print()
+    render_source(trace, console)
+
+
+def render_ops(trace: Trace, console: Console) -> None:
+    table = Table(title="ATen ops: what ran below autograd, folded by name", title_justify="left")
+    table.add_column("phase")
+    table.add_column("op")
+    table.add_column("calls", justify="right")
+    table.add_column("first call: inputs -> outputs")
+    for phase in PHASES:
+        folded = fold_calls(trace.ops, phase)
+        if not folded:
+            table.add_row(phase, "[dim]no ATen ops ran[/dim]", "", "")
+        for row in folded:
+            inputs = ", ".join(str(meta) for meta in row.first.inputs)
+            outputs = ", ".join(str(meta) for meta in row.first.outputs)
+            table.add_row(phase, row.op, str(row.count), escape(f"{inputs} -> {outputs}"))
+            phase = ""
+    console.print(table)
+
+
+def render_source(trace: Trace, console: Console) -> None:
+    if trace.source_skipped:
+        console.print(f"[bold]Torch source entered:[/bold] skipped: {escape(trace.source_skipped)}")
         return
-    console.print(graph_tree(trace.graph))
-    if trace.backward:
-        console.print(backward_table(trace, trace.graph))
+    console.print(
+        f"[bold]Torch source entered[/bold] [dim]({len(trace.source)} functions, in first-entry order, "
+        "indented by call depth, with the call count; ctrl+click a path to open it)[/dim]"
+    )
+    for entry in trace.source:
+        indent = "  " * entry.depth
+        console.print(f"{indent}{entry.location}  {entry.function} x{entry.calls}", markup=False, soft_wrap=True)
 
 
 def node_text(node: AutogradNode) -> str:
     if node.is_leaf:
         name = escape(node.variable or "leaf")
         value = escape(str(node.leaf))
-        return f"[bold green]{name}[/bold green] = {value} [dim](leaf, {node.leaf.dtype}{node.leaf.shape}, {node.name})[/dim]"
+        kind = f"leaf, {node.leaf.dtype}{node.leaf.shape}, {node.name}"
+        return f"[bold green]{name}[/bold green] = {value} [dim]({kind})[/dim]"
     text = f"[bold cyan]{node.name}[/bold cyan]"
     if node.variable:
         text = f"[bold]{escape(node.variable)}[/bold] = {text}"
+    if node.module:
+        text += f" [magenta]in {escape(node.module)}[/magenta]"
     if node.saved:
         text += "  [dim]saved: " + ", ".join(saved_text(s) for s in node.saved) + "[/dim]"
     return text
