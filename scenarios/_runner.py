@@ -102,9 +102,13 @@ def run_scenario(
     *,
     doc: str | None = None,
     add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+    show_trace: Callable[[Any, Any], None] | None = None,
     argv: list[str] | None = None,
 ) -> int:
-    """Parse the command line, run ``lesson``, print what it found. Returns the exit status."""
+    """Parse the command line, run ``lesson``, print what it found. Returns the exit status.
+
+    ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
+    """
     args = build_parser(name, doc, add_options).parse_args(argv)
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
     tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
@@ -127,6 +131,8 @@ def run_scenario(
 
         console.print()
         render_trace(trace, console)
+        if show_trace is not None:
+            show_trace(facts, console)
     if args.save_trace:
         from traces.files import save_trace
 
