@@ -153,3 +153,12 @@ def test_large_gradients_are_summarised_by_norm():
     assert last.arriving[0].values is None
     assert last.arriving[0].shape == [5, 5]
     assert last.arriving[0].norm == pytest.approx(10.0)  # 25 entries of 2
+
+
+def test_a_saved_value_freed_before_the_walk_shows_only_its_name():
+    from traces.graph import SavedValue
+    from traces.terminal import saved_text
+
+    assert saved_text(SavedValue("other", freed=True)) == "other (freed)"
+    assert saved_text(SavedValue("self", shape=[2], dtype="float32", freed=True)) == "self float32[2] (freed)"
+    assert saved_text(SavedValue("alpha", value="1")) == "alpha=1"

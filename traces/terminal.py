@@ -79,8 +79,10 @@ def node_text(node: AutogradNode) -> str:
 def saved_text(saved) -> str:
     if saved.shape is not None:
         text = f"{saved.name} {saved.dtype}{saved.shape}"
-    else:
+    elif saved.value is not None:
         text = escape(f"{saved.name}={saved.value}")
+    else:  # freed before the graph was walked: nothing is known of it but its name
+        text = saved.name
     return text + " (freed)" if saved.freed else text
 
 
