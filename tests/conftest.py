@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scenarios._debugger import set_debugger_nodelay
+
+# A test run under the debugger ("Debug Test" in VSCode) answers VSCode at once too.
+set_debugger_nodelay()
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 

@@ -14,8 +14,11 @@ import pytest
 import torch
 
 import scenarios.backward
+import test_launch_configs
+from conftest import ROOT
 from dap_client import DebugSession, first_body_line
-from vscode_files import scenario_configuration, substitute
+from scenarios._debugger import TURN_OFF_VARIABLE
+from vscode_files import debug_test_configuration, scenario_configuration, substitute
 
 
 def line_calling(function, method: str, on: str) -> tuple[str, int]:
@@ -31,6 +34,13 @@ def line_calling(function, method: str, on: str) -> tuple[str, int]:
         ):
             return inspect.getsourcefile(function), first_line + node.lineno - 1
     raise LookupError(f"{function.__name__} never calls {on}.{method}()")
+
+
+# Read in the paused program: is TCP_NODELAY set on pydevd's socket to the adapter?
+NODELAY_OF_THE_DEBUGGER_SOCKET = (
+    "__import__('pydevd').get_global_debugger().writer.sock"
+    ".getsockopt(__import__('socket').IPPROTO_TCP, __import__('socket').TCP_NODELAY)"
+)
 
 
 def in_torch(path: str, *inside: str) -> bool:
@@ -49,7 +59,7 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
     assert backward_configuration["justMyCode"] is False
     with DebugSession() as session:
         session.initialize()
-        launch = session.launch(backward_configuration)
+        launch = session.launch({**backward_configuration, "env": {TURN_OFF_VARIABLE: None}})  # None: unset
         [placed] = session.set_breakpoints(path, [line])
         session.request("configurationDone")
         session.response(launch)  # the adapter answers "launch" only now
@@ -65,6 +75,8 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
         # y = a * b = (1 + 2) * (1 + 1), the scenario's first y.backward()
         assert tensors["type"] == "Tensor"
         assert tensors["value"] == "tensor(6., grad_fn=<MulBackward0>)"
+        # The runner turned Nagle's algorithm off on the debugger's socket (scenarios/_debugger.py).
+        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
 
         assert session.set_breakpoints(path, []) == []  # so the later backward() calls run through
         session.request("continue", {"threadId": stopped["body"]["threadId"]})
@@ -109,3 +121,39 @@ def test_step_in_from_the_scenario_lands_in_tensor_backward(backward_configurati
         assert in_torch(frame["source"]["path"], "_tensor.py")
         assert frame["name"] == "backward"
         assert tensor_backward_start <= frame["line"] < tensor_backward_start + len(tensor_backward_lines)
+
+
+def test_with_the_variable_set_the_debugger_socket_keeps_nagle(backward_configuration):
+    path, line = first_body_line(torch.autograd.backward)
+    with DebugSession() as session:
+        session.initialize()
+        session.launch({**backward_configuration, "env": {TURN_OFF_VARIABLE: "1"}})
+        session.set_breakpoints(path, [line])
+        session.request("configurationDone")
+
+        stopped = session.wait_for_event("stopped")
+        frame = session.top_frame(stopped["body"]["threadId"])
+        assert in_torch(frame["source"]["path"], "autograd", "__init__.py")
+        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) == 0
+
+
+def test_a_test_run_under_the_debug_test_configuration_sets_nodelay_too():
+    # What VSCode's "Debug Test" does: the configuration with purpose debug-test, running pytest.
+    # The Python extension replaces "program" with its pytest runner; run pytest as a module instead.
+    configuration = substitute({key: value for key, value in debug_test_configuration().items() if key != "program"})
+    test_file, line = first_body_line(test_launch_configs.test_launch_json_has_configurations)
+    node_id = f"{Path(test_file).relative_to(ROOT)}::test_launch_json_has_configurations"
+    with DebugSession() as session:
+        session.initialize()
+        session.launch({**configuration, "module": "pytest", "args": ["-q", "-p", "no:cacheprovider", node_id]})
+        [placed] = session.set_breakpoints(test_file, [line])
+        session.request("configurationDone")
+
+        assert placed["verified"] is True, placed
+        stopped = session.wait_for_event("stopped")
+        frame = session.top_frame(stopped["body"]["threadId"])
+        assert frame["name"] == "test_launch_json_has_configurations"
+        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
+        session.request("continue", {"threadId": stopped["body"]["threadId"]})
+        assert session.run_to_end() == 0
+        assert "1 passed" in session.terminal_output()

@@ -51,6 +51,12 @@ def scenario_configuration(scenario: str) -> dict[str, Any]:
     return matches[0]
 
 
+def debug_test_configuration() -> dict[str, Any]:
+    """The launch configuration that VSCode's "Debug Test" uses (purpose debug-test)."""
+    [config] = [config for config in launch_configurations() if "debug-test" in config.get("purpose", [])]
+    return config
+
+
 def settings() -> dict[str, Any]:
     return read_jsonc(VSCODE / "settings.json")
 
