@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from scenarios._debugger import set_debugger_nodelay
 from traces import NO_TRACE, Tracer
 
 SHARED_OPTIONS = {"trace", "save_trace", "device", "seed"}
@@ -109,6 +110,7 @@ def run_scenario(
 
     ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
     """
+    set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
     args = build_parser(name, doc, add_options).parse_args(argv)
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
     tracer = Tracer() if args.trace or args.save_trace else NO_TRACE

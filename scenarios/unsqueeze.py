@@ -6,10 +6,11 @@ is x, its data_ptr is x's), so writing through it changes x. x.unsqueeze_(0)
 changes x's own shape, returns x itself, and bumps x's version counter, which
 autograd uses to notice in-place changes. x[None] is the same as x.unsqueeze(0).
 
-In the debugger: step into `x.unsqueeze(0)` (F11) and you land nowhere: it is a
-C++ function. Instead, put a breakpoint in torch/_tensor.py `Tensor.__repr__` and
-print `u` to see Python-side torch code, or run with --trace to see the graph
-nodes UnsqueezeBackward0 (out of place) and UnsqueezeBackward1 (in place).
+In the debugger: F11 on `x.unsqueeze(0)` steps straight over it: it is a C++
+function with no Python source. Watch `u._base` and `z._version` in the Variables
+pane instead, step into `y.backward()` (torch/_tensor.py `Tensor.backward`), and
+run with --trace to see the nodes UnsqueezeBackward0 (out of place) and
+UnsqueezeBackward1 (in place) and the ATen ops aten::unsqueeze and aten::unsqueeze_.
 """
 
 from __future__ import annotations

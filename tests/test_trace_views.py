@@ -233,3 +233,11 @@ def test_save_trace_without_dot_writes_json_and_mermaid_and_says_why(trace, tmp_
     assert [path.name for path in written] == ["backward.json", "backward.mmd"]
     assert notes == [NO_DOT]
     assert not (tmp_path / "backward.svg").exists()
+
+
+def test_an_in_place_ops_inputs_are_shown_as_they_were_before_it_ran():
+    tracer = Tracer()
+    with tracer.recording():
+        torch.zeros(3).unsqueeze_(0)
+    call = next(call for call in tracer.trace("t", "cpu", {}).ops if call.op == "aten::unsqueeze_")
+    assert (call.inputs[0].shape, call.outputs[0].shape) == ([3], [1, 3])

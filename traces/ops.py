@@ -67,8 +67,9 @@ class OpRecorder(TorchDispatchMode):
         if is_tracer_at_work():  # an operator the tracer itself ran
             return func(*args, **(kwargs or {}))
         with tracer_at_work():  # even the operator's Python wrapper is not the scenario's code
+            inputs = tensor_metas((args, kwargs))  # before the call: an in-place op changes them
             result = func(*args, **(kwargs or {}))
-            self.calls.append(OpCall(self.phase, func.name(), tensor_metas((args, kwargs)), tensor_metas(result)))
+            self.calls.append(OpCall(self.phase, func.name(), inputs, tensor_metas(result)))
         return result
 
 
