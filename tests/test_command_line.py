@@ -69,9 +69,20 @@ def test_bad_option_from_the_shell_prints_no_traceback():
     ]
 
 
+def quick_run_options(name: str, request, tmp_path) -> list[str]:
+    """Options that keep a scenario's run short and its files out of the repository."""
+    if name not in ("training_step", "quickstart"):
+        return []
+    options = ["--data", str(request.getfixturevalue("fashion_data"))]
+    if name == "quickstart":
+        options += ["--epochs", "1", "--limit", "128", "--model", str(tmp_path / "model.pth")]
+    return options
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_trace_run_prints_narrative_and_graph_and_saves_json(name, tmp_path):
-    result = run_script(f"scenarios/{name}.py", "--trace", "--save-trace", str(tmp_path))
+def test_trace_run_prints_narrative_and_graph_and_saves_json(name, tmp_path, request):
+    options = quick_run_options(name, request, tmp_path)
+    result = run_script(f"scenarios/{name}.py", "--trace", "--save-trace", str(tmp_path), *options)
     assert result.returncode == 0, result.stderr
     assert "Autograd graph" in result.stdout
     assert "Backward: the order in which the engine ran the nodes" in result.stdout
