@@ -101,11 +101,16 @@ def test(dataloader, model, loss_fn, device):
 
 
 def progress_bar():
-    """A rich progress bar that disappears when done; print() shows above it meanwhile."""
+    """A rich progress bar that disappears when done; print() shows above it meanwhile.
+
+    Only on a terminal: output to a file or a pipe stays exactly the tutorial's lines.
+    """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, transient=True)
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
 def save_model(model: nn.Module, path: Path) -> None:

@@ -184,3 +184,15 @@ def test_a_file_as_the_data_folder_or_a_folder_as_the_model_is_refused(tmp_path,
         assert message in capsys.readouterr().err
     assert a_file.read_text() == "keep me"
     assert sorted(tmp_path.iterdir()) == [a_file]
+
+
+@pytest.mark.parametrize("on_a_terminal", [True, False])
+def test_a_progress_bar_shows_on_a_terminal_only(fashion_data, tmp_path, monkeypatch, on_a_terminal):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1" if on_a_terminal else "0")  # what rich asks to decide
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        quickstart(epochs=1, limit=128, data=fashion_data, model_path=tmp_path / "model.pth")
+    assert ("training" in printed.getvalue()) is on_a_terminal
+    assert ("2/2" in printed.getvalue()) is on_a_terminal  # 128 samples are 2 batches of 64
+    assert "loss: " in printed.getvalue()
