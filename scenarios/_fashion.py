@@ -158,7 +158,7 @@ def file_problem(path: Path, shape: tuple[int, ...]) -> str | None:
     if declared is None:
         return "is not an IDX file of unsigned bytes"
     if declared[1:] != shape[1:] or len(declared) != len(shape):
-        return f"holds shape {list(declared)}, not [N, {', '.join(map(str, shape[1:]))}]".replace(", ]", "]")
+        return f"holds shape {list(declared)}, not [{', '.join(['N', *map(str, shape[1:])])}]"
     expected = len(idx_header(declared)) + math.prod(declared)
     size = path.stat().st_size
     if size != expected:

@@ -16,6 +16,7 @@ from scenarios._fashion import (
     STANDIN_FOLDER,
     DataError,
     ensure_standin,
+    idx_header,
     load_fashion_mnist,
     write_standin,
 )
@@ -130,6 +131,7 @@ def test_real_files_are_used_when_present(standin, tmp_path):
         (lambda data: data + b"\0", "is too long: 47040017 bytes instead of 47040016"),
         (lambda data: b"<html>" + data[6:], "is not an IDX file of unsigned bytes"),
         (lambda data: b"", "is not an IDX file of unsigned bytes"),
+        (lambda data: idx_header((10, 32, 32)) + bytes(10 * 32 * 32), "holds shape [10, 32, 32], not [N, 28, 28]"),
     ],
 )
 def test_a_damaged_data_file_is_named_with_what_to_do(standin, tmp_path, damage, problem):
@@ -146,6 +148,17 @@ def test_labels_out_of_range_are_refused(standin, tmp_path):
     path = raw / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-1] + bytes([12]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte has label 12; labels are 0 to 9"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_fewer_labels_than_images_is_refused(standin, tmp_path):
+    raw = raw_files_in(tmp_path, standin)
+    path = raw / "train-labels-idx1-ubyte"
+    path.write_bytes(idx_header((100,)) + bytes(100))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte has 100 labels for 60000 images"):
+        load_fashion_mnist(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(idx_header((10000, 1)) + bytes(10000))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte holds shape \[10000, 1\], not \[N\]"):
         load_fashion_mnist(tmp_path)
 
 
