@@ -81,9 +81,10 @@ def test_the_training_loop_is_timed(run):
 
 def test_the_standin_is_learnable_through_this_loop(fashion_data, tmp_path):
     """With a larger learning rate, one epoch on 5000 images is far above chance (10%)."""
+    torch.manual_seed(0)  # about 55%; other seeds give 52% to 55%
     with redirect_stdout(io.StringIO()):
         facts = quickstart(epochs=1, limit=5000, lr=0.05, data=fashion_data, model_path=tmp_path / "model.pth")
-    assert facts.accuracy[0] > 50
+    assert facts.accuracy[0] > 40
 
 
 def test_the_script_end_to_end(fashion_data, tmp_path):
