@@ -6,6 +6,9 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from scenarios._debugger import set_debugger_nodelay
 from scenarios._record import ROOT, scenario_names
@@ -26,3 +29,13 @@ def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def fashion_data(tmp_path_factory) -> Path:
+    """A data folder with the FashionMNIST stand-in in it, written once per test session."""
+    from scenarios._fashion import STANDIN_FOLDER, write_standin
+
+    data = tmp_path_factory.mktemp("data")
+    write_standin(data / STANDIN_FOLDER)
+    return data

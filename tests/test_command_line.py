@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from conftest import run_script, scenario_module, scenario_names
+from scenarios._record import DATA_SCENARIOS, quick_options
 
 SCENARIOS = scenario_names()
 
@@ -69,8 +70,10 @@ def test_bad_option_from_the_shell_prints_no_traceback():
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_trace_run_prints_narrative_and_graph_and_saves_json(name, tmp_path):
-    result = run_script(f"scenarios/{name}.py", "--trace", "--save-trace", str(tmp_path))
+def test_trace_run_prints_narrative_and_graph_and_saves_json(name, tmp_path, request):
+    data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
+    options = quick_options(name, data, tmp_path)
+    result = run_script(f"scenarios/{name}.py", "--trace", "--save-trace", str(tmp_path), *options)
     assert result.returncode == 0, result.stderr
     assert "Autograd graph" in result.stdout
     assert "Backward: the order in which the engine ran the nodes" in result.stdout

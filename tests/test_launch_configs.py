@@ -109,7 +109,7 @@ def test_every_scenario_has_a_configuration(name):
     assert config["program"] == SCENARIO_PROGRAM.format(name)
     assert config["console"] == "integratedTerminal"
     assert config["cwd"] == "${workspaceFolder}"
-    assert config["args"] == ["--trace"]
+    assert config["args"][:1] == ["--trace"]  # more only where the default run is long under a debugger
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import scenario_module, scenario_names
 
-from scenarios._record import RECORDED, record_argv
+from scenarios._record import DATA_SCENARIOS, RECORDED, record_argv
 from traces.compare import differences, order_violations, stable_view
 
 SCENARIOS = scenario_names()
@@ -24,8 +24,9 @@ def test_every_scenario_has_a_recorded_trace_and_picture(name):
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_a_fresh_run_matches_the_recorded_trace(name, tmp_path, capsys):
-    assert scenario_module(name).main(record_argv(name, tmp_path)) == 0
+def test_a_fresh_run_matches_the_recorded_trace(name, tmp_path, request, capsys):
+    data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
+    assert scenario_module(name).main(record_argv(name, tmp_path, data, tmp_path)) == 0
     recorded = json.loads((RECORDED / f"{name}.json").read_text())
     fresh = json.loads((tmp_path / f"{name}.json").read_text())
     assert fresh["schema_version"] == recorded["schema_version"] == 1

@@ -3,7 +3,8 @@
 Kept: node names, variables and modules, edges, the gradients on them, which
 nodes backward ran, the facts, and the ATen op names per phase. Left out: the
 torch version, the device, the source view (paths and line numbers move with
-every torch release and install), and the exact backward order (any order that
+every torch release and install), facts that are timings or paths, and the
+exact backward order (any order that
 respects the edges is valid; ``order_violations`` checks that).
 """
 
@@ -13,6 +14,19 @@ import math
 from typing import Any
 
 RELATIVE_TOLERANCE = 1e-4  # floats from different CPUs' kernels differ in the last digits
+
+# Facts that tell where and how fast a run went, not what torch did: timings,
+# paths, and the sentence naming the data folder in use.
+MACHINE_FACT_SUFFIXES = ("_seconds", "_per_second", "_path")
+MACHINE_FACTS = {"data"}
+
+
+def machine_independent(facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in facts.items()
+        if name not in MACHINE_FACTS and not name.endswith(MACHINE_FACT_SUFFIXES)
+    }
 
 
 def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +48,7 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
         ],
         "graph.edges": graph["edges"],
         "backward.nodes_run": sorted(step["node"] for step in trace["backward"]),
-        "facts": trace["facts"],
+        "facts": machine_independent(trace["facts"]),
         "ops.forward": [call["op"] for call in trace["ops"] if call["phase"] == "forward"],
         "ops.backward": [call["op"] for call in trace["ops"] if call["phase"] == "backward"],
     }

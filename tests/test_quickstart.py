@@ -1,0 +1,199 @@
+"""The quickstart's whole flow, on a few samples of the stand-in; saving and reloading safely."""
+
+import io
+import pickle
+import re
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import datasets
+from torchvision.transforms import ToTensor
+
+from conftest import run_script
+from scenarios._fashion import CLASSES, STANDIN_FOLDER, NeuralNetwork
+from scenarios.quickstart import load_model, main, quickstart, save_model
+
+LIMIT = 256  # samples, for a run of a second or two
+
+
+@pytest.fixture(scope="module")
+def run(fashion_data, tmp_path_factory):
+    """The quickstart for one epoch on the first LIMIT samples: its facts, what it printed, its model file."""
+    model_path = tmp_path_factory.mktemp("model") / "model.pth"
+    printed = io.StringIO()
+    torch.manual_seed(0)
+    with redirect_stdout(printed):
+        facts = quickstart(epochs=1, limit=LIMIT, data=fashion_data, model_path=model_path)
+    return facts, printed.getvalue(), model_path
+
+
+def test_the_first_batch_has_the_tutorials_shapes(run):
+    facts, printed, _ = run
+    assert facts.first_batch == {"X": "[64, 1, 28, 28] torch.float32", "y": "[64] torch.int64"}
+    assert "Shape of X [N, C, H, W]: torch.Size([64, 1, 28, 28])\n" in printed
+    assert "Shape of y: torch.Size([64]) torch.int64\n" in printed
+
+
+def test_it_says_once_which_data_it_uses(run, fashion_data):
+    facts, printed, _ = run
+    assert facts.is_standin and (facts.train_size, facts.test_size) == (LIMIT, LIMIT)
+    assert printed.count("Data: ") == 1
+    assert f"Data: the offline stand-in for FashionMNIST in {fashion_data / STANDIN_FOLDER}" in printed
+    assert "run once with --download" in printed
+
+
+def test_it_prints_the_tutorials_lines(run):
+    facts, printed, _ = run
+    assert re.search(r"^loss: \d\.\d{6}  \[   64/  256\]$", printed, re.MULTILINE)
+    assert "NeuralNetwork(\n  (flatten): Flatten(start_dim=1, end_dim=-1)" in printed
+    accuracy = re.findall(r"^ Accuracy: (\d+\.\d)%, Avg loss: (\d\.\d{6}) $", printed, re.MULTILINE)
+    assert accuracy == [(f"{facts.accuracy[0]:.1f}", f"{facts.avg_loss[0]:.6f}")]
+    assert "Done!\n" in printed
+
+
+def test_the_model_is_saved_and_reloads_with_identical_parameters(run):
+    facts, printed, model_path = run
+    assert f"Saved PyTorch Model State to {model_path}\n" in printed
+    assert list(model_path.parent.iterdir()) == [model_path]  # no temporary file left
+    state = torch.load(model_path, weights_only=True)
+    assert list(state) == [name for name, _ in NeuralNetwork().named_parameters()]
+    assert facts.reloaded_parameters_identical is True
+
+
+def test_the_reloaded_model_predicts_what_the_trained_one_did(run, fashion_data):
+    facts, printed, model_path = run
+    assert facts.predicted == facts.predicted_before_saving
+    test_data = datasets.FashionMNIST(root=fashion_data / STANDIN_FOLDER, train=False, transform=ToTensor())
+    x, y = test_data[0]
+    with torch.no_grad():
+        again = CLASSES[load_model(model_path)(x)[0].argmax(0)]
+    assert (again, CLASSES[y]) == (facts.predicted, facts.actual)
+    assert f'Predicted: "{facts.predicted}", Actual: "{facts.actual}"\n' in printed
+
+
+def test_the_training_loop_is_timed(run):
+    facts, _, _ = run
+    assert facts.train_seconds > 0
+    assert facts.samples_per_second == pytest.approx(LIMIT / facts.train_seconds, rel=0.01)
+
+
+def test_the_standin_is_learnable_through_this_loop(fashion_data, tmp_path):
+    """With a larger learning rate, one epoch on 5000 images is far above chance (10%)."""
+    torch.manual_seed(0)  # about 55%; other seeds give 52% to 55%
+    with redirect_stdout(io.StringIO()):
+        facts = quickstart(epochs=1, limit=5000, lr=0.05, data=fashion_data, model_path=tmp_path / "model.pth")
+    assert facts.accuracy[0] > 40
+
+
+def test_the_script_end_to_end(fashion_data, tmp_path):
+    model_path = tmp_path / "model.pth"
+    result = run_script(
+        "scenarios/quickstart.py", "--epochs", "1", "--limit", "128", "--data", str(fashion_data),
+        "--model", str(model_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^ Accuracy: \d+\.\d%, Avg loss: \d\.\d{6} $", result.stdout, re.MULTILINE)
+    assert re.search(r'^Predicted: "[^"]+", Actual: "[^"]+"$', result.stdout, re.MULTILINE)
+    assert "Reloaded with torch.load(..., weights_only=True): parameters identical = True" in result.stdout
+    assert model_path.is_file()
+
+
+class CreatesAFile:
+    """Pickles as a call to open(path, "w"): loading it creates the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    created = tmp_path / "created-by-the-checkpoint"
+    checkpoint = tmp_path / "model.pth"
+    torch.save({"linear_relu_stack.0.weight": CreatesAFile(created)}, checkpoint)
+
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_model(checkpoint)
+    assert not created.exists()
+
+    # What weights_only=True prevented: a plain unpickler runs the call.
+    loaded = torch.load(checkpoint, weights_only=False)
+    loaded["linear_relu_stack.0.weight"].close()
+    assert created.exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_save_leaves_the_earlier_model_intact(tmp_path, monkeypatch, failure):
+    model_path = tmp_path / "model.pth"
+    model_path.write_bytes(b"the earlier model")
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a mod")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(type(failure)):
+        save_model(NeuralNetwork(), model_path)
+    assert model_path.read_bytes() == b"the earlier model"
+    assert list(tmp_path.iterdir()) == [model_path]  # the temporary file is gone
+
+
+def test_save_replaces_an_earlier_model(tmp_path):
+    model_path = tmp_path / "model.pth"
+    model_path.write_bytes(b"the earlier model")
+    model = NeuralNetwork()
+    save_model(model, model_path)
+    reloaded = load_model(model_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
+    assert list(tmp_path.iterdir()) == [model_path]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "argument --epochs: 0 is too small; it must be 1 or more"),
+        (["--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
+        (["--batch-size", "-64"], "argument --batch-size: -64 is too small; it must be 1 or more"),
+        (["--limit", "-1"], "argument --limit: -1 is too small; it must be 1 or more"),
+        (["--lr", "0"], "argument --lr: 0 is not a positive number"),
+        (["--lr", "nan"], "argument --lr: nan is not a positive number"),
+        (["--model", "no/such/folder/model.pth"], "argument --model: the folder 'no/such/folder' does not exist"),
+    ],
+)
+def test_a_bad_value_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_a_file_as_the_data_folder_or_a_folder_as_the_model_is_refused(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    for argv, message in [
+        (["--data", str(a_file)], f"argument --data: '{a_file}' is a file, not a folder"),
+        (["--model", str(tmp_path)], f"argument --model: '{tmp_path}' is a folder, not a file"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+    assert sorted(tmp_path.iterdir()) == [a_file]
+
+
+@pytest.mark.parametrize("on_a_terminal", [True, False])
+def test_a_progress_bar_shows_on_a_terminal_only(fashion_data, tmp_path, monkeypatch, on_a_terminal):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1" if on_a_terminal else "0")  # what rich asks to decide
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        quickstart(epochs=1, limit=128, data=fashion_data, model_path=tmp_path / "model.pth")
+    assert ("training" in printed.getvalue()) is on_a_terminal
+    assert ("2/2" in printed.getvalue()) is on_a_terminal  # 128 samples are 2 batches of 64
+    assert "loss: " in printed.getvalue()
