@@ -63,9 +63,16 @@ TARGETS = {
 }
 
 
-def wall_time(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> float:
+class BenchmarkFailed(Exception):
+    pass
+
+
+def wall_time(argv: list[str], timeout: float = 900) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=timeout, env=env)
+    process = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if process.returncode != 0:
+        last_line = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BenchmarkFailed(f"{' '.join(argv[1:])} failed with status {process.returncode}: {last_line}")
     return time.perf_counter() - started
 
 
@@ -275,4 +282,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BenchmarkFailed as error:
+        print(f"benchmarks/run.py: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

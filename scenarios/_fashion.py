@@ -13,7 +13,6 @@ importing this module for the model alone stays cheap.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from scenarios._runner import ScenarioError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -59,7 +60,7 @@ class NeuralNetwork(nn.Module):
         return logits
 
 
-class DataError(Exception):
+class DataError(ScenarioError):
     """A problem with the data that the user can fix; the message says how, on one line."""
 
 
@@ -304,33 +305,3 @@ def standin_images(labels: torch.Tensor, generator: torch.Generator) -> torch.Te
         moved.add_(torch.randn(n, 28, 28, generator=generator).mul_(20))
         images[part] = moved.clamp_(0, 255).round_().to(torch.uint8)
     return images
-
-
-# --- Options of the scenarios that use FashionMNIST ----------------------------------
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; it must be 1 or more")
-    return value
-
-
-def learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def data_folder(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
-    return path

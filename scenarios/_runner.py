@@ -8,6 +8,7 @@ the trace. A bad argument prints one line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,21 +57,42 @@ def parse_device(text: str) -> str:
     return str(device)
 
 
-def parse_seed(text: str) -> int:
+# Argument types for the scenarios' options: each turns the text into a value or
+# explains, in one line, why it cannot.
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be {minimum} or more")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
     try:
-        seed = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"{seed} is negative; a seed is 0 or more")
-    return seed
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
-def parse_trace_dir(text: str) -> Path:
+def folder(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
     return path
+
+
+class ScenarioError(Exception):
+    """A problem the user can fix (missing or damaged data, say); the message says how, in one line."""
 
 
 def build_parser(name: str, doc: str | None, add_options: Callable | None = None) -> ScenarioParser:
@@ -81,7 +103,7 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
     )
     parser.add_argument("--trace", action="store_true", help="print the trace: autograd graph, backward order, ATen ops, torch source entered")
     parser.add_argument(
-        "--save-trace", metavar="DIR", type=parse_trace_dir, help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)"
+        "--save-trace", metavar="DIR", type=folder, help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)"
     )
     parser.add_argument(
         "--device",
@@ -90,7 +112,7 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         metavar="{auto,cpu,cuda,mps,...}",
         help="where tensors live; auto picks the accelerator when there is one (default: cpu)",
     )
-    parser.add_argument("--seed", default=0, type=parse_seed, metavar="N", help="random seed (default: 0)")
+    parser.add_argument("--seed", default=0, type=whole_number(0), metavar="N", help="random seed (default: 0)")
     if add_options is not None:
         add_options(parser)
     return parser
@@ -109,9 +131,18 @@ def run_scenario(
     """Parse the command line, run ``lesson``, print what it found. Returns the exit status.
 
     ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
+    A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1.
     """
     set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
     args = build_parser(name, doc, add_options).parse_args(argv)
+    try:
+        return run_lesson(name, lesson, narrate, args, show_trace)
+    except (ScenarioError, OSError) as error:
+        print(f"scenarios/{name}.py: error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace) -> int:
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
     tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
 
@@ -138,11 +169,7 @@ def run_scenario(
     if args.save_trace:
         from traces.files import save_trace
 
-        try:
-            written, notes = save_trace(trace, args.save_trace)
-        except OSError as error:
-            print(f"scenarios/{name}.py: error: cannot save the trace: {error}", file=sys.stderr)
-            return 1
+        written, notes = save_trace(trace, args.save_trace)
         console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
         for note in notes:
             console.print(note, markup=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,14 +32,10 @@ from torch.utils.data import DataLoader, Subset
 
 from scenarios._fashion import (
     CLASSES,
-    DataError,
     NeuralNetwork,
-    data_folder,
-    learning_rate,
     load_fashion_mnist,
-    positive_int,
 )
-from scenarios._runner import run_scenario
+from scenarios._runner import folder, positive_number, run_scenario, whole_number
 from traces import NO_TRACE, Tracer
 
 classes = CLASSES  # the tutorial's name for the class names
@@ -261,17 +256,17 @@ def model_file(text: str) -> Path:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=positive_int, default=5, metavar="N", help="epochs to train (default: 5)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="batch size (default: 64)")
+    parser.add_argument("--epochs", type=whole_number(1), default=5, metavar="N", help="epochs to train (default: 5)")
+    parser.add_argument("--batch-size", type=whole_number(1), default=64, metavar="N", help="batch size (default: 64)")
     parser.add_argument(
-        "--lr", type=learning_rate, default=1e-3, metavar="RATE", help="SGD learning rate (default: 1e-3)"
+        "--lr", type=positive_number, default=1e-3, metavar="RATE", help="SGD learning rate (default: 1e-3)"
     )
     parser.add_argument(
-        "--data", type=data_folder, default=Path("data"), metavar="DIR", help="the data folder (default: data)"
+        "--data", type=folder, default=Path("data"), metavar="DIR", help="the data folder (default: data)"
     )
     parser.add_argument("--download", action="store_true", help="download the real FashionMNIST into the data folder")
     parser.add_argument(
-        "--limit", type=positive_int, metavar="N", help="use only the first N training and test samples, for quick runs"
+        "--limit", type=whole_number(1), metavar="N", help="use only the first N training and test samples, for quick runs"
     )
     parser.add_argument(
         "--model",
@@ -284,11 +279,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run_scenario("quickstart", quickstart, narrate, doc=__doc__, add_options=add_options, argv=argv)
-    except (DataError, OSError) as error:
-        print(f"scenarios/quickstart.py: error: {error}", file=sys.stderr)
-        return 1
+    return run_scenario("quickstart", quickstart, narrate, doc=__doc__, add_options=add_options, argv=argv)
 
 
 if __name__ == "__main__":

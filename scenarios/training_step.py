@@ -13,7 +13,6 @@ In the debugger: each phase below is one line; put a breakpoint on
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +27,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from scenarios._fashion import (
-    DataError,
     NeuralNetwork,
-    data_folder,
-    learning_rate,
     load_fashion_mnist,
-    positive_int,
 )
-from scenarios._runner import run_scenario
+from scenarios._runner import folder, positive_number, run_scenario, whole_number
 from traces import NO_TRACE, Tracer, walk_graph
 
 STEPS = 5  # steps on the same batch, to watch the loss go down
@@ -169,20 +164,16 @@ def narrate(facts: TrainingStepFacts) -> Iterator[str]:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", type=data_folder, default=Path("data"), metavar="DIR", help="the data folder (default: data)"
+        "--data", type=folder, default=Path("data"), metavar="DIR", help="the data folder (default: data)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="batch size (default: 64)")
+    parser.add_argument("--batch-size", type=whole_number(1), default=64, metavar="N", help="batch size (default: 64)")
     parser.add_argument(
-        "--lr", type=learning_rate, default=1e-3, metavar="RATE", help="SGD learning rate (default: 1e-3)"
+        "--lr", type=positive_number, default=1e-3, metavar="RATE", help="SGD learning rate (default: 1e-3)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run_scenario("training_step", training_step, narrate, doc=__doc__, add_options=add_options, argv=argv)
-    except (DataError, OSError) as error:
-        print(f"scenarios/training_step.py: error: {error}", file=sys.stderr)
-        return 1
+    return run_scenario("training_step", training_step, narrate, doc=__doc__, add_options=add_options, argv=argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_help_lists_the_shared_options(name, capsys):
     [
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
-        (["--seed", "-1"], "argument --seed: -1 is negative"),
+        (["--seed", "-1"], "argument --seed: -1 is too small; it must be 0 or more"),
         (["--device", "toaster"], "argument --device: 'toaster' is not a device name"),
     ],
 )
