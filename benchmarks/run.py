@@ -94,17 +94,15 @@ def import_times(names: list[str]) -> dict[str, dict[str, float]]:
             [PYTHON, "-X", "importtime", "-c", f"import torch; import scenarios.{name}"],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )
-        # Lines read "import time: self | cumulative | name", indented by nesting depth.
-        rows = re.findall(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", process.stderr)
-        top_level = [(module, int(cumulative)) for _, cumulative, indent, module in rows if indent == " "]
-        after_torch = [module for module, _ in top_level].index("torch") + 1  # Python's start-up comes before
-        beyond_torch = dict(top_level[after_torch:])
-        biggest = max(beyond_torch, key=beyond_torch.get)
-        result[name] = {
-            "ms": sum(beyond_torch.values()) / 1000,
-            "biggest": biggest,
-            "biggest_ms": beyond_torch[biggest] / 1000,
-        }
+        # Lines read "import time: self | cumulative | name", the name indented two
+        # spaces a level; the scenario's own line comes last, after what it imported.
+        rows = re.findall(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", process.stderr)
+        after_torch = [module for _, _, module in rows].index("torch") + 1  # Python's start-up comes before
+        rows = [(module, int(cumulative), len(indent)) for cumulative, indent, module in rows[after_torch:]]
+        total = sum(us for _, us, indent in rows if indent == 1)
+        parts = {module: us for module, us, indent in rows if indent == 3}  # what the scenario imported
+        biggest = max(parts, key=parts.get)
+        result[name] = {"ms": total / 1000, "biggest": biggest, "biggest_ms": parts[biggest] / 1000}
     return result
 
 
