@@ -124,7 +124,8 @@ def test_every_program_exists(config):
 @pytest.mark.parametrize("config", [c for c in CONFIGURATIONS if scenario_of(c)], ids=lambda c: c["name"])
 def test_every_args_list_is_accepted_by_its_scenario(config, monkeypatch):
     parser = scenario_parser(scenario_of(config), monkeypatch)
-    parser.parse_args(substitute(config.get("args", [])))  # raises SystemExit(2) when refused
+    args = parser.parse_args(substitute(config.get("args", [])))  # raises SystemExit(2) when refused
+    assert args.trace is True  # F5 prints the trace too
 
 
 def test_the_argument_check_can_fail(monkeypatch, capsys):
