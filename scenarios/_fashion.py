@@ -14,8 +14,6 @@ importing this module for the model alone stays cheap.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from scenarios._runner import ScenarioError
+from traces.files import write_atomically
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -190,18 +189,6 @@ def check_files(raw_folder: Path, is_standin: bool) -> None:
         if images != labels:
             path = raw_folder / f"{split}-labels-idx1-ubyte"
             raise DataError(f"data file {path} has {labels} labels for {images} images: {remedy}")
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write to a temporary file beside ``path``, then replace ``path`` with it."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 # --- The stand-in ------------------------------------------------------------------

@@ -15,8 +15,6 @@ torch/serialization.py choose the weights-only unpickler.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from scenarios._fashion import (
 )
 from scenarios._runner import folder, positive_number, run_scenario, whole_number
 from traces import NO_TRACE, Tracer
+from traces.files import replacing
 
 classes = CLASSES  # the tutorial's name for the class names
 
@@ -118,14 +117,8 @@ def save_model(model: nn.Module, path: Path) -> None:
     It goes to a temporary file in the same folder, then os.replace puts it in
     place in one step: a save that fails halfway leaves an earlier file intact.
     """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with replacing(path) as temporary:
         torch.save(model.state_dict(), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def load_model(path: Path, device: str = "cpu") -> NeuralNetwork:

@@ -162,3 +162,11 @@ def test_a_saved_value_freed_before_the_walk_shows_only_its_name():
     assert saved_text(SavedValue("other", freed=True)) == "other (freed)"
     assert saved_text(SavedValue("self", shape=[2], dtype="float32", freed=True)) == "self float32[2] (freed)"
     assert saved_text(SavedValue("alpha", value="1")) == "alpha=1"
+
+
+def test_atomic_writes_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    from traces.files import current_umask, write_atomically
+
+    path = write_atomically(tmp_path / "out.json", "{}\n")
+    assert path.read_text() == "{}\n"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()

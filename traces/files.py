@@ -1,10 +1,12 @@
-"""Saving a trace: JSON, Mermaid and, where Graphviz is installed, SVG."""
+"""Saving files atomically, and a trace as JSON, Mermaid and, where Graphviz is installed, SVG."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from traces.trace import Trace
@@ -16,19 +18,31 @@ def current_umask() -> int:
     return umask
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write to a temporary file beside ``path``, then replace ``path`` with it,
-    so that an interrupted write never leaves half a file."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; when the block ends, it replaces ``path``.
+
+    The replacement is one step (``os.replace``), so a write that fails or is
+    interrupted leaves an earlier ``path`` as it was, and no half file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
+        yield Path(temporary)
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
-        os.unlink(temporary)
+        Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, content: str | bytes) -> Path:
+    with replacing(path) as temporary:
+        if isinstance(content, bytes):
+            temporary.write_bytes(content)
+        else:
+            temporary.write_text(content)
     return path
 
 
