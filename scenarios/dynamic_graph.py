@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from scenarios._runner import run_scenario
-from traces import NO_TRACE, AutogradGraph, Tracer, walk_graph
+from traces import NO_TRACE, AutogradGraph, Tracer, record_backward
 from traces.graph import autograd_nodes
 
 INPUT_A = [1.0, -2.0, 3.0]  # sum(x * weight) = 6 > 0: relu; max |x| = 3: three turns of the loop
@@ -134,31 +134,23 @@ def saved_tensors(graph: AutogradGraph, freed: bool) -> list[str]:
     ]
 
 
-def mark_freed(before: AutogradGraph, after: AutogradGraph) -> AutogradGraph:
-    """The graph walked before backward (with shapes), marked with what backward freed."""
-    for node, node_after in zip(before.nodes, after.nodes):  # the same walk of the same nodes
-        freed = {saved.name for saved in node_after.saved if saved.freed}
-        for saved in node.saved:
-            saved.freed = saved.name in freed
-    return before
-
-
 def eager_run(model: nn.Module, x: torch.Tensor, tracer: Tracer = NO_TRACE) -> tuple[EagerRun, torch.Tensor]:
     y = model(x)  # the graph is built now, one node per operation that runs
     loss = y.sum()
     names = {"weight": model.weight, "y": y}
-    after_forward = walk_graph({"loss": loss}, names)
-    with tracer.backward_of({"loss": loss}, names=names):
-        loss.backward()
-    after_backward = walk_graph({"loss": loss}, names)
+    # record_backward walks the graph now and marks, when backward is done, what it freed.
+    with record_backward({"loss": loss}, names) as recording:
+        saved_after_forward = saved_tensors(recording.graph, freed=False)
+        with tracer.backward_of({"loss": loss}, names=names):
+            loss.backward()
     run = EagerRun(
         x=x.tolist(),
         output=y.tolist(),
-        nodes=[node.name for node in after_forward.nodes],
-        saved_after_forward=saved_tensors(after_forward, freed=False),
-        freed_by_backward=saved_tensors(after_backward, freed=True),
+        nodes=[node.name for node in recording.graph.nodes],
+        saved_after_forward=saved_after_forward,
+        freed_by_backward=saved_tensors(recording.graph, freed=True),
         weight_grad=model.weight.grad.tolist(),
-        graph=mark_freed(after_forward, after_backward),
+        graph=recording.graph,
     )
     model.weight.grad = None
     return run, y
