@@ -101,9 +101,14 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--trace", action="store_true", help="print the trace: autograd graph, backward order, ATen ops, torch source entered")
     parser.add_argument(
-        "--save-trace", metavar="DIR", type=folder, help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)"
+        "--trace", action="store_true", help="print the trace: autograd graph, backward order, ATen ops, torch source"
+    )
+    parser.add_argument(
+        "--save-trace",
+        metavar="DIR",
+        type=folder,
+        help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)",
     )
     parser.add_argument(
         "--device",
