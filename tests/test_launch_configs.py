@@ -173,3 +173,17 @@ def test_settings_step_into_torch_run_pytest_and_use_the_venv():
 def test_the_python_and_debugger_extensions_are_recommended():
     recommended = read_jsonc(ROOT / ".vscode" / "extensions.json")["recommendations"]
     assert {"ms-python.python", "ms-python.debugpy"} <= set(recommended)
+
+
+def test_trace_current_file_runs_python_m_traces_on_the_open_file(tmp_path, capsys):
+    [config] = [c for c in CONFIGURATIONS if c["name"] == "Trace current file"]
+    assert (config["request"], config["module"], config["args"]) == ("launch", "traces", ["${file}"])
+    assert "program" not in config and config["console"] == "integratedTerminal"
+    open_file = tmp_path / "my_model.py"
+    open_file.write_text("import torch\nw = torch.ones(2, requires_grad=True)\nloss = (w * 3).sum()\nloss.backward()\n")
+    # What debugpy runs for a "module" configuration: python -m traces <args>, here in-process.
+    from traces.__main__ import main
+
+    assert main(substitute(config["args"], file=open_file)) == 0
+    out = capsys.readouterr().out
+    assert "loss = SumBackward0" in out and "Torch source entered" in out

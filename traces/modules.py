@@ -9,6 +9,7 @@ and a parameter's ``AccumulateGrad`` to the module that owns the parameter.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from traces.tensors import iter_tensors
@@ -43,6 +44,19 @@ class ModuleRecorder:
             seen.add(id(fn))
             self._made_by.setdefault(id(fn), (fn, module))
             queue.extend(next_fn for next_fn, _ in fn.next_functions if next_fn is not None)
+
+    def roots(self) -> list[nn.Module]:
+        """The outermost modules that ran: those that ran and are inside no other that ran."""
+        inner = {id(sub) for module in self._modules.values() for sub in module.modules() if sub is not module}
+        return [module for module in self._modules.values() if id(module) not in inner]
+
+    def parameter_names(self) -> dict[str, torch.Tensor]:
+        """The parameters of the modules that ran, by their names in the outermost module."""
+        names: dict[str, torch.Tensor] = {}
+        for root in self.roots():
+            for name, parameter in root.named_parameters():
+                names.setdefault(name, parameter)
+        return names
 
     def module_names(self) -> dict[int, str]:
         """id(node) -> the qualified name of the module that made it.

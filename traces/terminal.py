@@ -10,23 +10,34 @@ from rich.tree import Tree
 from traces.graph import AutogradGraph, AutogradNode
 from traces.ops import fold_calls
 from traces.tensors import TensorSummary
-from traces.trace import Trace
+from traces.trace import VIEWS, Trace
 
 PHASES = ("forward", "backward")
 
 
-def render_trace(trace: Trace, console: Console) -> None:
-    """All four views: graph, backward, ops and source."""
+def render_trace(trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+    """The views asked for, of graph, backward, ops and source, in that order."""
+    shown = []
+    if "graph" in views or "backward" in views:
+        shown.append(lambda: render_graph_and_backward(trace, console, views))
+    if "ops" in views:
+        shown.append(lambda: render_ops(trace, console))
+    if "source" in views:
+        shown.append(lambda: render_source(trace, console))
+    for number, show in enumerate(shown):
+        if number:
+            console.print()
+        show()
+
+
+def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, ...]) -> None:
     if trace.graph is None:
         console.print("[dim]This run recorded no backward pass.[/dim]")
-    else:
+        return
+    if "graph" in views:
         console.print(graph_tree(trace.graph))
-        if trace.backward:
-            console.print(backward_table(trace, trace.graph))
-    console.print()
-    render_ops(trace, console)
-    console.print()
-    render_source(trace, console)
+    if "backward" in views and trace.backward:
+        console.print(backward_table(trace, trace.graph))
 
 
 def render_ops(trace: Trace, console: Console) -> None:

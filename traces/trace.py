@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
 
@@ -17,8 +18,12 @@ from traces.modules import ModuleRecorder
 from traces.ops import OpCall, OpRecorder
 from traces.source import SourceEntry, SourceRecorder
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 SCHEMA_VERSION = 1
 TORCH_DIR = os.path.dirname(torch.__file__)
+VIEWS = ("graph", "backward", "ops", "source")
 
 
 @dataclass
@@ -35,6 +40,21 @@ class Trace:
     source_skipped: str | None = None  # why there is no source view, when there is none
     facts: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    def show(self, console: Console | None = None, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+        """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``."""
+        from rich.console import Console
+
+        from traces.terminal import render_trace
+
+        render_trace(self, console or Console(), views=views, depth=depth)
+
+    def save(self, directory: str | os.PathLike) -> list[Path]:
+        """Write ``<scenario>.json``, ``.mmd`` and, where Graphviz is installed, ``.svg`` into ``directory``."""
+        from traces.files import save_trace
+
+        written, _ = save_trace(self, Path(directory))
+        return written
 
 
 class Tracer:
@@ -54,6 +74,7 @@ class Tracer:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.backward_recording: BackwardRecording | None = None
+        self.device: str | None = None  # where the traced backward's outputs live
         self._ops: OpRecorder | None = None
         self._source: SourceRecorder | None = None
         self._modules: ModuleRecorder | None = None
@@ -98,6 +119,9 @@ class Tracer:
     @contextmanager
     def _record_backward(self, outputs, names) -> Iterator[BackwardRecording]:
         module_of = self._modules.module_names() if self._modules else None
+        if self._modules is not None:  # a model's parameters by their names, unless the code names them
+            names = {**self._modules.parameter_names(), **(names or {})}
+        self.device = next((str(t.device) for t in outputs.values()), None)
         if self._ops is not None:
             self._ops.phase = "backward"
         try:
@@ -107,8 +131,13 @@ class Tracer:
         finally:
             self._stop()
 
-    def trace(self, scenario: str, device: str, facts: Any) -> Trace:
-        """The finished trace of a run whose lesson returned ``facts``."""
+    def trace(self, scenario: str, device: str | None = None, facts: Any = None) -> Trace:
+        """The finished trace of a run whose lesson returned ``facts``.
+
+        ``device`` defaults to where the traced backward's outputs lived.
+        """
+        if facts is None:
+            facts = {}
         if dataclasses.is_dataclass(facts):
             facts = dataclasses.asdict(facts)
         recording = self.backward_recording
@@ -116,7 +145,7 @@ class Tracer:
         return Trace(
             scenario=scenario,
             torch_version=torch.__version__,
-            device=device,
+            device=device or self.device or "cpu",
             graph=recording.graph if recording else None,
             backward=recording.steps if recording else [],
             ops=self._ops.calls if self._ops else [],
