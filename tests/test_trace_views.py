@@ -125,16 +125,31 @@ def test_source_view_is_skipped_when_a_debugger_traces():
     assert "debugger" in recorder.skipped
 
 
+def nothing_in_place() -> dict[str, object]:
+    """No dispatch mode and no global module hook; the profile function is whatever it was
+    before (a debugger's or coverage's, or none)."""
+    return {
+        "profile": sys.getprofile(),
+        "dispatch modes": 0,
+        "module forward hooks": 0,
+        "module forward pre-hooks": 0,
+        "any global module hook": False,
+    }
+
+
 def hooks_in_place() -> dict[str, object]:
     return {
         "profile": sys.getprofile(),
         "dispatch modes": torch._C._len_torch_dispatch_stack(),
         "module forward hooks": len(nn.modules.module._global_forward_hooks),
+        "module forward pre-hooks": len(nn.modules.module._global_forward_pre_hooks),
+        "any global module hook": bool(nn.modules.module._has_any_global_hook()),  # what torch.compile checks
     }
 
 
 def test_every_hook_and_mode_is_removed_when_the_lesson_raises():
-    before = hooks_in_place()
+    before = nothing_in_place()
+    assert hooks_in_place() == before  # nothing left over by the tests before
     tracer = Tracer()
     with pytest.raises(ValueError, match="lesson failed"):
         with tracer.recording():
@@ -144,7 +159,7 @@ def test_every_hook_and_mode_is_removed_when_the_lesson_raises():
 
 
 def test_every_hook_and_mode_is_removed_when_backward_raises():
-    before = hooks_in_place()
+    before = nothing_in_place()
     tracer = Tracer()
     w = torch.tensor(1.0, requires_grad=True)
     w.register_hook(lambda gradient: 1 / 0)

@@ -193,7 +193,7 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     from traces.files import save_trace
 
     try:
-        written, notes = save_trace(trace, args.save_trace)
+        written, notes = save_trace(trace, args.save_trace, args.depth)
     except OSError as error:
         print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
         return status or 1

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,23 +33,8 @@ from types import FrameType
 
 import torch
 
-from traces.trace import TORCH_DIR, Trace, Tracer
-
-TRACES_DIR = os.path.dirname(os.path.abspath(__file__))
-PASSED_THROUGH = (TORCH_DIR + os.sep, TRACES_DIR + os.sep)
-
-
-def is_users_file(path: str) -> bool:
-    """Whether a frame's file is the user's code: not torch's, not the tracer's, not generated."""
-    return not path.startswith(PASSED_THROUGH) and not path.startswith("<")
-
-
-def users_frame(frame: FrameType | None) -> FrameType | None:
-    """The innermost frame at or above ``frame`` that runs the user's code."""
-    while frame is not None and not is_users_file(frame.f_code.co_filename):
-        frame = frame.f_back
-    return frame
-
+from traces.places import users_frame
+from traces.trace import Trace, Tracer
 
 def as_tensors(value) -> list[torch.Tensor]:
     """backward's ``tensors`` or grad's ``outputs``: a tensor or a sequence of them."""

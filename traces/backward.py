@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from traces.graph import AutogradGraph, autograd_nodes, describe_graph, read_saved_values
+from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, read_saved_values
 from traces.tensors import TensorSummary, summarize, tracer_at_work
 
 
@@ -43,6 +43,8 @@ def record_backward(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
     module_of: Mapping[int, str] | None = None,
+    modules: list[ModuleInfo] | None = None,
+    place_of: PlaceOf | None = None,
 ) -> Iterator[BackwardRecording]:
     """Record the graph behind ``outputs`` and every backward run inside the block.
 
@@ -52,8 +54,9 @@ def record_backward(
             y.backward()
         recording.steps  # in execution order
     """
-    fns = autograd_nodes(outputs)
-    recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of))
+    with tracer_at_work():  # describing the graph is the tracer's work, not the code's
+        fns = autograd_nodes(outputs)
+        recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of, modules, place_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
 

@@ -46,9 +46,10 @@ def write_atomically(path: Path, content: str | bytes) -> Path:
     return path
 
 
-def save_trace(trace: Trace, directory: Path) -> tuple[list[Path], list[str]]:
+def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple[list[Path], list[str]]:
     """Write ``<scenario>.json``, ``.mmd`` and ``.svg`` into ``directory``.
 
+    The pictures show a model by module, ``depth`` levels deep (see ``traces.drawing``).
     Returns the files written, and notes on what could not be written (the SVG
     when Graphviz is missing).
     """
@@ -60,9 +61,9 @@ def save_trace(trace: Trace, directory: Path) -> tuple[list[Path], list[str]]:
     stem = directory / trace.scenario
     written = [
         write_atomically(stem.with_suffix(".json"), json.dumps(trace_to_dict(trace), indent=2) + "\n"),
-        write_atomically(stem.with_suffix(".mmd"), to_mermaid(trace)),
+        write_atomically(stem.with_suffix(".mmd"), to_mermaid(trace, depth)),
     ]
     if not dot_available():
         return written, [NO_DOT]
-    written.append(write_atomically(stem.with_suffix(".svg"), to_svg(trace)))
+    written.append(write_atomically(stem.with_suffix(".svg"), to_svg(trace, depth)))
     return written, []

@@ -9,7 +9,8 @@ node, whose ``variable`` is the leaf itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,13 @@ class AutogradNode:
     leaf: TensorSummary | None = None  # for AccumulateGrad: the leaf tensor
     saved: list[SavedValue] = field(default_factory=list)
     module: str | None = None  # the nn.Module whose forward made the node, where known
+    # The line of the user's code that made the node (the innermost frame outside
+    # torch), where known; None for AccumulateGrad, which autograd makes for a leaf.
+    path: str | None = None
+    line: int | None = None
+    # The order autograd made the graph's nodes in (their sequence numbers, ranked): 0 for
+    # the first; None for AccumulateGrad, which autograd makes apart from that order.
+    made: int | None = None
 
     @property
     def is_leaf(self) -> bool:
@@ -47,6 +55,10 @@ class AutogradNode:
     @property
     def label(self) -> str:
         return f"{self.variable} ({self.name})" if self.variable else self.name
+
+    @property
+    def location(self) -> str | None:
+        return f"{self.path}:{self.line}" if self.path is not None else None
 
 
 @dataclass
@@ -60,28 +72,56 @@ class Edge:
     gradient: TensorSummary | None = None  # filled in by a recorded backward
 
 
+PlaceOf = Callable[[int], "tuple[str, int] | None"]
+
+
+@dataclass
+class ModuleInfo:
+    """An ``nn.Module`` whose forward made nodes of the graph (or holds one that did)."""
+
+    name: str  # as in AutogradNode.module: "layer1.0.conv1", or the class name for an outermost module
+    kind: str  # its class, e.g. "Conv2d"
+    parent: str | None = None  # the name of the module it sits in; None for an outermost module
+    # The line of the user's code that first called it (the innermost frame outside torch).
+    path: str | None = None
+    line: int | None = None
+
+    @property
+    def location(self) -> str | None:
+        return f"{self.path}:{self.line}" if self.path is not None else None
+
+
 @dataclass
 class AutogradGraph:
     outputs: list[str]  # ids of the output tensors' nodes
     nodes: list[AutogradNode]
     edges: list[Edge]
+    modules: list[ModuleInfo] = field(default_factory=list)  # in the order their forward was first called
 
     def node(self, node_id: str) -> AutogradNode:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
+        return self._index()[0][node_id]
 
     def edges_from(self, node_id: str) -> list[Edge]:
-        return [edge for edge in self.edges if edge.source == node_id]
+        return self._index()[1].get(node_id, [])
+
+    def _index(self) -> tuple[dict[str, AutogradNode], dict[str, list[Edge]]]:
+        """Nodes by id and edges by source, built once (a graph is not changed after it is described)."""
+        index = self.__dict__.get("_cached_index")
+        if index is None or len(index[0]) != len(self.nodes):
+            edges_from: dict[str, list[Edge]] = {}
+            for edge in self.edges:
+                edges_from.setdefault(edge.source, []).append(edge)
+            index = ({node.id: node for node in self.nodes}, edges_from)
+            self.__dict__["_cached_index"] = index
+        return index
 
 
 def autograd_nodes(outputs: Mapping[str, torch.Tensor]) -> list:
     """Every autograd node reachable from the outputs, each once, breadth first."""
     found: dict[int, object] = {}  # id -> node; the dict keeps nodes alive, so ids stay unique
-    queue = [tensor.grad_fn for tensor in outputs.values() if tensor.grad_fn is not None]
+    queue = deque(tensor.grad_fn for tensor in outputs.values() if tensor.grad_fn is not None)
     while queue:
-        fn = queue.pop(0)
+        fn = queue.popleft()
         if id(fn) in found:
             continue
         found[id(fn)] = fn
@@ -93,14 +133,18 @@ def walk_graph(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
     module_of: Mapping[int, str] | None = None,
+    modules: list[ModuleInfo] | None = None,
+    place_of: PlaceOf | None = None,
 ) -> AutogradGraph:
     """Describe the autograd graph behind ``outputs`` (name -> tensor).
 
     ``names`` gives names to other tensors of the scenario (leaves and
     intermediate results), so that nodes carry the names used in the code.
-    ``module_of`` maps ``id(node)`` to the module that made it (see ``traces.modules``).
+    ``module_of`` maps ``id(node)`` to the module that made it, and ``modules``
+    describes those modules (see ``traces.modules``); ``place_of`` gives the
+    ``(path, line)`` that made the node with a sequence number (see ``traces.ops``).
     """
-    return describe_graph(autograd_nodes(outputs), outputs, names, module_of)
+    return describe_graph(autograd_nodes(outputs), outputs, names, module_of, modules, place_of)
 
 
 def describe_graph(
@@ -108,16 +152,23 @@ def describe_graph(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
     module_of: Mapping[int, str] | None = None,
+    modules: list[ModuleInfo] | None = None,
+    place_of: PlaceOf | None = None,
 ) -> AutogradGraph:
     named = {**(names or {}), **outputs}
     name_of = {}  # id of a grad_fn, or of a leaf tensor -> its name
     for name, tensor in named.items():
         name_of[id(tensor.grad_fn if tensor.grad_fn is not None else tensor)] = name
     node_ids = {id(fn): f"n{index}" for index, fn in enumerate(fns)}
+    # AccumulateGrad has no place in the order nodes were made (its number is the largest there is).
+    sequence_nrs = {id(fn): fn._sequence_nr() for fn in fns if getattr(fn, "variable", None) is None}
+    made = {key: rank for rank, key in enumerate(sorted(sequence_nrs, key=sequence_nrs.__getitem__))}
 
     nodes, edges = [], []
     for fn in fns:
         leaf = getattr(fn, "variable", None)  # only AccumulateGrad has one
+        sequence_nr = sequence_nrs.get(id(fn))
+        path, line = (place_of(sequence_nr) if place_of and sequence_nr is not None else None) or (None, None)
         nodes.append(
             AutogradNode(
                 id=node_ids[id(fn)],
@@ -126,13 +177,27 @@ def describe_graph(
                 leaf=summarize(leaf) if leaf is not None else None,
                 saved=read_saved_values(fn),
                 module=(module_of or {}).get(id(fn)),
+                path=path,
+                line=line,
+                made=made.get(id(fn)),
             )
         )
         for output_nr, (next_fn, input_nr) in enumerate(fn.next_functions):
             if next_fn is not None:  # None: an input that needs no gradient
                 edges.append(Edge(node_ids[id(fn)], node_ids[id(next_fn)], output_nr, input_nr))
     output_ids = [node_ids[id(t.grad_fn)] for t in outputs.values() if t.grad_fn is not None]
-    return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges)
+    return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges, modules=modules_in(nodes, modules or []))
+
+
+def modules_in(nodes: list[AutogradNode], modules: list[ModuleInfo]) -> list[ModuleInfo]:
+    """The modules that made some of ``nodes``, and the modules they sit in."""
+    by_name = {module.name: module for module in modules}
+    wanted = set()
+    for name in {node.module for node in nodes if node.module}:
+        while name is not None and name not in wanted:
+            wanted.add(name)
+            name = by_name[name].parent if name in by_name else None
+    return [module for module in modules if module.name in wanted]
 
 
 def read_saved_values(fn) -> list[SavedValue]:

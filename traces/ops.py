@@ -4,15 +4,27 @@ A ``TorchDispatchMode`` sits below autograd in PyTorch's dispatcher, so it sees
 the operators that really run: those of the forward pass, and those the autograd
 engine runs for backward (it carries the mode into its work). Each call is
 labelled with the phase the tracer was in.
+
+The same mode notes where the user's code was when an operator made an
+autograd node. Autograd numbers the nodes it makes, in order
+(``node._sequence_nr()``), and makes an operator's node before the operator
+reaches this mode; so when the next number to give out has moved since the
+last operator, the operator running now made the nodes in between.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from traces.places import users_line
 from traces.tensors import dtype_name, is_tracer_at_work, iter_tensors, tracer_at_work
+
+# The next sequence number autograd will give a node (torch 2.1 and newer).
+next_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", lambda: None)
 
 
 @dataclass
@@ -37,6 +49,26 @@ def tensor_metas(value) -> list[TensorMeta]:
     return [TensorMeta(list(t.shape), dtype_name(t)) for t in iter_tensors(value)]
 
 
+class NodePlaces:
+    """Where the user's code was when each autograd node was made, found by the node's sequence number."""
+
+    def __init__(self) -> None:
+        self._first = next_sequence_nr()  # nodes made before recording started are not known
+        self._next_numbers: list[int] = []  # ascending
+        self._places: list[tuple[str, int] | None] = []
+
+    def note(self, next_number: int, place: tuple[str, int] | None) -> None:
+        """Nodes numbered below ``next_number`` and not yet noted were made at ``place``."""
+        self._next_numbers.append(next_number)
+        self._places.append(place)
+
+    def place_of(self, sequence_nr: int) -> tuple[str, int] | None:
+        if self._first is None or sequence_nr < self._first:
+            return None
+        index = bisect_right(self._next_numbers, sequence_nr)
+        return self._places[index] if index < len(self._places) else None
+
+
 class OpRecorder(TorchDispatchMode):
     """Records each operator call; setting ``phase`` labels the calls from then on."""
 
@@ -44,6 +76,8 @@ class OpRecorder(TorchDispatchMode):
         super().__init__()
         self.phase = "forward"
         self.calls: list[OpCall] = []
+        self.node_places = NodePlaces()
+        self._noted = self.node_places._first
         self._active = False
 
     @classmethod
@@ -66,6 +100,10 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if is_tracer_at_work():  # an operator the tracer itself ran
             return func(*args, **(kwargs or {}))
+        number = next_sequence_nr()
+        if number != self._noted:  # this operator made autograd nodes: note where the user's code is
+            self._noted = number
+            self.node_places.note(number, users_line())
         with tracer_at_work():  # even the operator's Python wrapper is not the scenario's code
             inputs = tensor_metas((args, kwargs))  # before the call: an in-place op changes them
             result = func(*args, **(kwargs or {}))

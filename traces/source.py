@@ -2,7 +2,8 @@
 
 The list is a map of where to put breakpoints: each function once, in the
 order it was first entered, with how deep it sat among torch's frames and how
-often it was called. Python 3.12 and newer offer ``sys.monitoring``, whose
+often it was called. What runs while a module is being imported (``import
+torchvision`` calls hundreds of torch functions) is left out. Python 3.12 and newer offer ``sys.monitoring``, whose
 events can be switched off per function (so code outside torch costs nothing
 after its first call); older Pythons get a profile function.
 
@@ -22,6 +23,9 @@ from traces.tensors import is_tracer_at_work
 # Torch runs this before every operator while a Python dispatch mode (the ops
 # view's) is active, so it and what it calls belong to the tracer, not the scenario.
 DISPATCH_MODE_LOOKUP = "find_torch_dispatch_rule"
+
+# The file name of Python's import system, whose frames are on the stack while a module is imported.
+IMPORT_MACHINERY = "<frozen importlib._bootstrap>"
 
 
 
@@ -75,23 +79,32 @@ class SourceRecorder:
             self._stop = None
 
     def _entered(self, code: CodeType, frame: FrameType) -> None:
-        if is_tracer_at_work() or code in self._hidden:  # torch code run for the tracer
+        if is_tracer_at_work():  # torch code run for the tracer
             return
         entry = self.entries.get(code)
         if entry is not None:
             entry.calls += 1
             return
+        if code in self._hidden:
+            return
+        # The first entry: how deep among torch's frames, and whether it runs for the
+        # tracer (below the dispatch-mode lookup) or for an import.
         name = getattr(code, "co_qualname", code.co_name)  # co_qualname is new in 3.11
         hidden = name == DISPATCH_MODE_LOOKUP
+        importing = False
         depth = 0  # torch functions below this one on the stack
         caller = frame.f_back
         while caller is not None:
-            hidden = hidden or caller.f_code in self._hidden
-            depth += caller.f_code.co_filename.startswith(self.package_dir)
+            caller_code = caller.f_code
+            hidden = hidden or caller_code in self._hidden
+            importing = importing or caller_code.co_filename == IMPORT_MACHINERY
+            depth += caller_code.co_filename.startswith(self.package_dir)
             caller = caller.f_back
         if hidden:
             self._hidden.add(code)
             return
+        if importing:  # a module's top-level code, run by an import: not noted, not even as hidden,
+            return  # since the same function may run again later, for the code being traced
         self.entries[code] = SourceEntry(name, code.co_filename, code.co_firstlineno, depth, 1)
 
     def _start_profile(self) -> None:

@@ -16,13 +16,14 @@ from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph
 from traces.modules import ModuleRecorder
 from traces.ops import OpCall, OpRecorder
+from traces.places import TORCH_DIR
 from traces.source import SourceEntry, SourceRecorder
+from traces.tensors import tracer_at_work
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 1
-TORCH_DIR = os.path.dirname(torch.__file__)
+SCHEMA_VERSION = 2  # see traces/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
 
 
@@ -49,11 +50,12 @@ class Trace:
 
         render_trace(self, console or Console(), views=views, depth=depth)
 
-    def save(self, directory: str | os.PathLike) -> list[Path]:
-        """Write ``<scenario>.json``, ``.mmd`` and, where Graphviz is installed, ``.svg`` into ``directory``."""
+    def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
+        """Write ``<scenario>.json``, ``.mmd`` and, where Graphviz is installed, ``.svg`` into
+        ``directory``; the pictures show a model by module, ``depth`` levels deep."""
         from traces.files import save_trace
 
-        written, _ = save_trace(self, Path(directory))
+        written, _ = save_trace(self, Path(directory), depth)
         return written
 
 
@@ -118,14 +120,19 @@ class Tracer:
 
     @contextmanager
     def _record_backward(self, outputs, names) -> Iterator[BackwardRecording]:
-        module_of = self._modules.module_names() if self._modules else None
-        if self._modules is not None:  # a model's parameters by their names, unless the code names them
-            names = {**self._modules.parameter_names(), **(names or {})}
+        module_of, modules = None, None
+        if self._modules is not None:
+            with tracer_at_work():  # the module walks call torch's Python: not the code's own
+                module_of = self._modules.module_names()
+                modules = self._modules.module_infos()
+                # A model's parameters by their names, unless the code names them.
+                names = {**self._modules.parameter_names(), **(names or {})}
         self.device = next((str(t.device) for t in outputs.values()), None)
         if self._ops is not None:
             self._ops.phase = "backward"
         try:
-            with record_backward(outputs, names, module_of) as recording:
+            place_of = self._ops.node_places.place_of if self._ops else None
+            with record_backward(outputs, names, module_of, modules, place_of) as recording:
                 self.backward_recording = recording
                 yield recording
         finally:
