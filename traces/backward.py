@@ -90,7 +90,9 @@ def record_backward(
             if step is not None and edge.output_nr < len(step.leaving):
                 edge.gradient = step.leaving[edge.output_nr]
         # Backward frees what the nodes saved (unless retain_graph=True): show it.
-        for fn, node in zip(fns, recording.graph.nodes):
-            freed_now = {saved.name for saved in read_saved_values(fn) if saved.freed}
-            for saved in node.saved:
-                saved.freed = saved.name in freed_now
+        with tracer_at_work():
+            for fn, node in zip(fns, recording.graph.nodes):
+                freed_now = {saved.name for saved in read_saved_values(fn) if saved.freed}
+                for saved in node.saved:
+                    # "tensors" freed: a custom Function's "tensors[0]", "tensors[1]", ...
+                    saved.freed = saved.name in freed_now or saved.name.partition("[")[0] in freed_now

@@ -30,6 +30,7 @@ class SavedValue:
     dtype: str | None = None  # for a saved tensor
     value: str | None = None  # for anything else (a scalar, a size), as text
     freed: bool = False  # backward already released it
+    packed: str | None = None  # what a saved-tensor pack hook (checkpoint, offloading) stored, in words
 
 
 @dataclass
@@ -200,22 +201,81 @@ def modules_in(nodes: list[AutogradNode], modules: list[ModuleInfo]) -> list[Mod
     return [module for module in modules if module.name in wanted]
 
 
+# The values each class of node saves: (name, has ``_raw_saved_<name>``, has ``_saved_<name>``).
+_saved_names: dict[type, list[tuple[str, bool, bool]]] = {}
+
+
+def saved_names(fn) -> list[tuple[str, bool, bool]]:
+    names = _saved_names.get(type(fn))
+    if names is None:
+        attributes = dir(fn)
+        raw = {a.removeprefix("_raw_saved_") for a in attributes if a.startswith("_raw_saved_")}
+        plain = {a.removeprefix("_saved_") for a in attributes if a.startswith("_saved_")}
+        names = _saved_names[type(fn)] = [(name, name in raw, name in plain) for name in sorted(raw | plain)]
+    return names
+
+
 def read_saved_values(fn) -> list[SavedValue]:
-    """What a node saved for backward, read through its ``_saved_*`` attributes."""
+    """What a node saved for backward, read without unpacking it.
+
+    A saved tensor is read through ``_raw_saved_<name>``, the ``SavedTensor``
+    itself: its ``data`` is the tensor, or what a saved-tensor pack hook stored
+    instead. Unpacking (``_saved_<name>``) would call the unpack hook:
+    ``torch.utils.checkpoint`` would re-run its segment of the forward pass, once
+    per saved tensor. Other values (sizes, scalars) are read as they are. A
+    custom ``autograd.Function``'s ``ctx.saved_tensors`` are ``tensors[0]``, ...
+    """
     saved = []
-    for attribute in sorted(dir(fn)):
-        if not attribute.startswith("_saved_"):
+    for name, has_raw, has_plain in saved_names(fn):
+        if not has_raw:
+            saved.append(plain_saved_value(fn, name))
             continue
-        name = attribute.removeprefix("_saved_")
         try:
-            value = getattr(fn, attribute)
-        except RuntimeError as error:
+            raw = getattr(fn, "_raw_saved_" + name)
+        except RuntimeError as error:  # a custom Function's, freed by backward
             if FREED_MESSAGE not in str(error):
                 raise
             saved.append(SavedValue(name, freed=True))
             continue
-        if isinstance(value, torch.Tensor):
-            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value)))
+        if isinstance(raw, (list, tuple)):
+            saved.extend(saved_tensor_value(f"{name}[{index}]", item) for index, item in enumerate(raw))
         else:
-            saved.append(SavedValue(name, value=repr(value)))
+            value = saved_tensor_value(name, raw)
+            if value.value == "None" and has_plain:
+                # No tensor and no hook: never given (an optional tensor), or freed by backward.
+                # Reading the unpacked form tells which, and unpacks nothing (there is nothing).
+                value = plain_saved_value(fn, name)
+            saved.append(value)
     return saved
+
+
+def plain_saved_value(fn, name: str) -> SavedValue:
+    try:
+        value = getattr(fn, "_saved_" + name)
+    except RuntimeError as error:
+        if FREED_MESSAGE not in str(error):
+            raise
+        return SavedValue(name, freed=True)
+    if isinstance(value, torch.Tensor):
+        return SavedValue(name, shape=list(value.shape), dtype=dtype_name(value))
+    return SavedValue(name, value=repr(value))
+
+
+def saved_tensor_value(name: str, saved) -> SavedValue:
+    """One ``SavedTensor``, read through ``data`` (never ``unpack()``)."""
+    data = saved.data
+    if saved.unpack_hook is not None:
+        return SavedValue(name, packed=packed_text(data))
+    if data is None:
+        return SavedValue(name, value="None")
+    return SavedValue(name, shape=list(data.shape), dtype=dtype_name(data))
+
+
+def packed_text(packed) -> str:
+    """What a saved-tensor pack hook stored, in words."""
+    kind = type(packed)
+    if kind.__module__ == "torch.utils.checkpoint":
+        return "by torch.utils.checkpoint, recomputed in backward"
+    if isinstance(packed, torch.Tensor):
+        return f"as {dtype_name(packed)}{list(packed.shape)} on {packed.device}"
+    return f"as {kind.__module__}.{kind.__qualname__}"

@@ -106,7 +106,9 @@ def node_text(node: AutogradNode) -> str:
 
 
 def saved_text(saved: SavedValue) -> str:
-    if saved.shape is not None:
+    if saved.packed is not None:
+        text = escape(f"{saved.name} packed {saved.packed}")
+    elif saved.shape is not None:
         text = f"{saved.name} {saved.dtype}{saved.shape}"
     elif saved.value is not None:
         text = escape(f"{saved.name}={saved.value}")
