@@ -124,3 +124,55 @@ def test_a_custom_functions_saved_tensors_are_shown_then_freed():
     assert [(s.name, s.shape, s.freed) for s in node.saved] == [("tensors[0]", [2, 3], True), ("tensors[1]", [], True)]
     assert "tensors[0] float32[2, 3] (freed)" in shown(trace, "graph")
     assert torch.equal(x.grad, torch.full((2, 3), 6.0))
+
+
+# Complex, sparse and quantized tensors
+
+
+def test_a_complex_trace_is_saved_and_reloaded(tmp_path):
+    z = torch.tensor([1 + 2j, 3 - 1j], requires_grad=True)
+    with traces.record(name="complex") as trace:
+        loss = (z * 2).abs().sum()
+        loss.backward()
+    trace.save(tmp_path)  # complex numbers are not JSON: they are kept as [real, imaginary]
+    data = json.loads((tmp_path / "complex.json").read_text())
+    [leaf] = [node["leaf"] for node in data["graph"]["nodes"] if node["variable"] == "z"]
+    assert (leaf["dtype"], leaf["values"]) == ("complex64", [[1.0, 2.0], [3.0, -1.0]])
+    [into_z] = [edge["gradient"]["values"] for edge in data["graph"]["edges"] if edge["target"] == leaf_id(trace, "z")]
+    assert into_z == [[pytest.approx(v) for v in pair] for pair in torch.view_as_real(z.grad).tolist()]
+    assert "z = [1+2j, 3-1j] (leaf, complex64[2], AccumulateGrad)" in shown(trace, "graph")
+
+
+def leaf_id(trace, variable):
+    return next(node.id for node in trace.graph.nodes if node.variable == variable)
+
+
+def test_a_sparse_gradient_is_shown_as_sparse():
+    embedding = nn.Embedding(10, 3, sparse=True)
+    with traces.record() as trace:
+        loss = embedding(torch.tensor([1, 4, 4])).sum()
+        loss.backward()
+    [edge] = [edge for edge in trace.graph.edges if edge.target == leaf_id(trace, "weight")]
+    assert (edge.gradient.layout, edge.gradient.nnz) == ("sparse_coo", 2)  # rows 1 and 4 (twice: summed)
+    assert edge.gradient.norm == pytest.approx(embedding.weight.grad.to_dense().norm().item())
+    assert "float32[10, 3] sparse_coo nnz=2 norm=" in shown(trace, "graph")
+
+
+def test_quantized_tensors_are_summarised_and_saved(tmp_path):
+    with pytest.warns(UserWarning, match="deprecated"):
+        quantized = torch.quantize_per_tensor(torch.tensor([0.5, 1.0]), 0.1, 0, torch.qint8)
+    from traces.tensors import summarize
+
+    summary = summarize(quantized)
+    assert (summary.dtype, summary.values, summary.quantized) == (
+        "qint8",
+        [0.5, 1.0],
+        "per_tensor_affine scale=0.1 zero_point=0",
+    )
+    assert str(summary) == "[0.5, 1] (qint8 per_tensor_affine scale=0.1 zero_point=0)"
+    w = torch.ones(2, requires_grad=True)
+    with traces.record(name="quantized") as trace:
+        (w * quantized.dequantize()).sum().backward()
+    trace.save(tmp_path)
+    ops = json.loads((tmp_path / "quantized.json").read_text())["ops"]
+    assert {"shape": [2], "dtype": "qint8"} in ops[0]["inputs"]  # aten::dequantize.self

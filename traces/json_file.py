@@ -11,7 +11,7 @@ Schema (``schema_version`` 2); every key is always present:
   - ``nodes``: ``{id, name, variable, leaf, saved, module, path, line, made}``;
     ``leaf`` is ``null`` for a function node and a tensor summary for
     ``AccumulateGrad``; ``saved`` lists ``{name, shape, dtype, value, freed}`` for
-    each ``_saved_*`` attribute; ``module`` names the ``nn.Module`` whose forward
+    each ``_saved_*`` attribute (and ``packed``, see below); ``module`` names the ``nn.Module`` whose forward
     made the node, or ``null``; ``path`` and ``line`` give the line of the user's
     code that made the node (the innermost frame outside torch), or ``null``
     (always for ``AccumulateGrad``); ``made`` is the order autograd made the
@@ -32,10 +32,17 @@ Schema (``schema_version`` 2); every key is always present:
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
 - ``facts``: what the scenario's lesson function returned
 
-A tensor summary is ``{shape, dtype, values, norm}``: ``values`` for tensors of at
-most 16 elements, ``norm`` for larger floating-point tensors.
+A tensor summary is ``{shape, dtype, values, norm, layout, nnz, quantized}``:
+``values`` for tensors of at most 16 elements (a complex number as ``[real,
+imaginary]``; a quantized tensor's values dequantized), ``norm`` for larger
+floating-point and complex tensors; ``layout`` (``"sparse_coo"``, ...) and
+``nnz`` (stored entries) for a sparse tensor, which keeps its ``norm`` but no
+values; ``quantized`` (e.g. ``"per_tensor_affine scale=0.1 zero_point=0"``) for a
+quantized one. A saved value (``saved``) also has ``packed``: what a saved-tensor
+pack hook (``torch.utils.checkpoint``, offloading) stored instead, in words.
 
-Version 2 added ``path``, ``line`` and ``made`` to nodes and ``modules`` to the graph.
+Version 2 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
+``packed`` to saved values, and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
 
 Which parts depend on the machine or on torch's file layout (``torch_version``,
 ``device``, ``source``) and which do not is spelled out in ``traces.compare``.
