@@ -176,3 +176,50 @@ def test_quantized_tensors_are_summarised_and_saved(tmp_path):
     trace.save(tmp_path)
     ops = json.loads((tmp_path / "quantized.json").read_text())["ops"]
     assert {"shape": [2], "dtype": "qint8"} in ops[0]["inputs"]  # aten::dequantize.self
+
+
+# Tensor hooks that change a gradient
+
+
+def test_an_edge_shows_the_gradient_that_arrived_after_a_hook_and_what_was_sent():
+    w = torch.tensor(1.0, requires_grad=True)
+    w.register_hook(lambda gradient: gradient * 100)
+    with traces.record() as trace:
+        y = w * 3
+        y.backward()
+    assert w.grad.item() == 300.0
+    [edge] = trace.graph.edges
+    assert (edge.gradient.values, edge.hooked_from.values) == (300.0, 3.0)
+    step = next(step for step in trace.backward if step.name == "AccumulateGrad")
+    assert (step.arriving[0].values, step.before_hooks[0].values) == (300.0, 3.0)
+    assert "grad 300 (a tensor hook changed it from 3) → w = 1" in shown(trace, "graph")
+    from traces.mermaid import to_mermaid
+
+    assert '-->|"grad 300 (hook changed it from 3)"|' in to_mermaid(trace)
+
+
+def test_a_hook_on_an_input_fed_by_two_edges_is_noted_on_the_step():
+    a = torch.tensor(2.0, requires_grad=True)
+    with traces.record() as trace:
+        h = a * 2
+        h.register_hook(lambda gradient: gradient + 10)
+        y = h * h  # two edges into h: 4 + 4 = 8 sent, 18 arrives
+        y.backward()
+    assert a.grad.item() == 36.0
+    step = next(step for step in trace.backward if trace.graph.node(step.node).variable == "h")
+    assert (step.arriving[0].values, step.before_hooks[0].values) == (18.0, 8.0)
+    into_h = [edge for edge in trace.graph.edges if edge.target == step.node]
+    assert [(edge.gradient.values, edge.hooked_from) for edge in into_h] == [(4.0, None), (4.0, None)]
+
+
+def test_hooks_that_only_look_or_copy_are_not_noted():
+    w = torch.ones(3, requires_grad=True)
+    seen = []
+    w.register_hook(lambda gradient: seen.append(gradient.sum().item()))  # returns None: no change
+    with traces.record() as trace:
+        h = w * 2
+        h.register_hook(lambda gradient: gradient.clone())  # a new tensor, the same values
+        h.sum().backward()
+    assert seen == [6.0]
+    assert all(before is None for step in trace.backward for before in step.before_hooks)
+    assert all(edge.hooked_from is None for edge in trace.graph.edges)

@@ -5,6 +5,13 @@ Every node of the graph gets a pre-hook (called with the gradients arriving,
 just before the node runs) and a hook (called with the gradients it computed
 for its inputs, which leave along its edges). The hooks only read; they never
 change a gradient, and all of them are removed when the ``with`` block ends.
+
+A tensor hook (``tensor.register_hook``) may change a gradient between the node
+that sent it and the node it arrives at: the engine runs those hooks just before
+the node-pre-hooks. So each gradient sent is kept until its node runs, and when
+what arrives is not what was sent (or the sum of what was sent, when several
+edges feed one input), the step notes the gradient before the hooks, and an
+edge that alone feeds its input shows the gradient that arrived, noting what was sent.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ class BackwardStep:
     order: int  # 0 for the first node the engine ran
     node: str  # the node's id in the graph
     name: str
-    arriving: list[TensorSummary | None]  # gradients w.r.t. the node's outputs
+    arriving: list[TensorSummary | None]  # gradients w.r.t. the node's outputs, after any tensor hooks
     leaving: list[TensorSummary | None] = field(default_factory=list)  # one per edge slot
+    # Per arriving gradient: what was sent, before tensor hooks changed it; None where no hook changed it.
+    before_hooks: list[TensorSummary | None] = field(default_factory=list)
 
 
 @dataclass
@@ -36,6 +45,38 @@ class BackwardRecording:
 
 def _summaries(gradients) -> list[TensorSummary | None]:
     return [summarize(g) if g is not None else None for g in gradients]
+
+
+def changed_by_hooks(sent: list[torch.Tensor] | None, arrived: torch.Tensor | None) -> TensorSummary | None:
+    """What was sent, summed, if tensor hooks changed it on the way to ``arrived``; else None."""
+    if not sent or arrived is None or (len(sent) == 1 and sent[0] is arrived):
+        return None
+    with tracer_at_work():
+        total = sent[0]
+        for more in sent[1:]:  # in the order the engine added them
+            total = total + more
+        if total.shape == arrived.shape and total.dtype == arrived.dtype and total.layout == arrived.layout:
+            if total.layout != torch.strided or torch.equal(total, arrived):
+                return None
+        return summarize(total)
+
+
+def put_gradients_on_edges(graph: AutogradGraph, running: dict[str, BackwardStep]) -> None:
+    """Each edge gets the gradient its source sent; an edge that alone feeds its input, the
+    gradient that arrived, after any tensor hook, noting what was sent when a hook changed it."""
+    feeding: dict[tuple[str, int], int] = {}  # (target, input) -> how many edges feed it
+    for edge in graph.edges:
+        feeding[(edge.target, edge.input_nr)] = feeding.get((edge.target, edge.input_nr), 0) + 1
+    for edge in graph.edges:
+        step = running.get(edge.source)
+        if step is not None and edge.output_nr < len(step.leaving):
+            edge.gradient = step.leaving[edge.output_nr]
+        arrived = running.get(edge.target)
+        if arrived is None or feeding[(edge.target, edge.input_nr)] != 1:
+            continue
+        hooked = arrived.before_hooks[edge.input_nr] if edge.input_nr < len(arrived.before_hooks) else None
+        if hooked is not None:
+            edge.hooked_from, edge.gradient = edge.gradient, arrived.arriving[edge.input_nr]
 
 
 @contextmanager
@@ -59,18 +100,30 @@ def record_backward(
         recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of, modules, place_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
+    # Gradients sent but not yet arrived: (id of the node they go to, its input) -> the tensors.
+    in_flight: dict[tuple[int, int], list[torch.Tensor]] = {}
 
-    def before(node_id: str, name: str):
+    def before(fn, node_id: str, name: str):
+        key = id(fn)
+
         def pre_hook(grad_outputs):
             step = BackwardStep(len(recording.steps), node_id, name, _summaries(grad_outputs))
+            step.before_hooks = [
+                changed_by_hooks(in_flight.pop((key, slot), None), arrived) for slot, arrived in enumerate(grad_outputs)
+            ]
             recording.steps.append(step)
             running[node_id] = step
 
         return pre_hook
 
-    def after(node_id: str):
+    def after(fn, node_id: str):
+        targets = [(slot, id(next_fn), input_nr) for slot, (next_fn, input_nr) in enumerate(fn.next_functions) if next_fn]
+
         def hook(grad_inputs, grad_outputs):
             running[node_id].leaving = _summaries(grad_inputs)
+            for slot, target, input_nr in targets:
+                if slot < len(grad_inputs) and grad_inputs[slot] is not None:
+                    in_flight.setdefault((target, input_nr), []).append(grad_inputs[slot])
 
         return hook
 
@@ -78,17 +131,15 @@ def record_backward(
     try:
         with tracer_at_work():
             for fn, node_id in zip(fns, node_ids):
-                handles.append(fn.register_prehook(before(node_id, type(fn).__name__)))
-                handles.append(fn.register_hook(after(node_id)))
+                handles.append(fn.register_prehook(before(fn, node_id, type(fn).__name__)))
+                handles.append(fn.register_hook(after(fn, node_id)))
         yield recording
     finally:
+        in_flight.clear()
         with tracer_at_work():
             for handle in handles:
                 handle.remove()
-        for edge in recording.graph.edges:
-            step = running.get(edge.source)
-            if step is not None and edge.output_nr < len(step.leaving):
-                edge.gradient = step.leaving[edge.output_nr]
+        put_gradients_on_edges(recording.graph, running)
         # Backward frees what the nodes saved (unless retain_graph=True): show it.
         with tracer_at_work():
             for fn, node in zip(fns, recording.graph.nodes):

@@ -58,6 +58,14 @@ def node_label(node: AutogradNode) -> str:
     return f"{node.variable} = {node.name}" if node.variable else node.name
 
 
+def arrow_label(edge) -> str:
+    """The gradient that flowed back along an edge; where a tensor hook changed it, what was sent too."""
+    if not edge.gradient:
+        return ""
+    label = f"grad {edge.gradient}"
+    return label if edge.hooked_from is None else f"{label} (hook changed it from {edge.hooked_from})"
+
+
 def tooltip(location: str | None) -> str:
     if not location:
         return ""
@@ -92,9 +100,7 @@ def drawing(trace: Trace, depth: int | None = None) -> Drawing:
         )
         for node in graph.nodes
     ]
-    arrows = [
-        Arrow(edge.target, edge.source, f"grad {edge.gradient}" if edge.gradient else "") for edge in graph.edges
-    ]
+    arrows = [Arrow(edge.target, edge.source, arrow_label(edge)) for edge in graph.edges]
     return Drawing(trace.scenario, len(graph.nodes) <= LEFT_TO_RIGHT_UP_TO, boxes, arrows)
 
 
@@ -129,7 +135,6 @@ def module_drawing(trace: Trace, depth: int) -> Drawing:
     for edge in graph.edges:
         source, target = box_ids[group_of[edge.target]], box_ids[group_of[edge.source]]
         if source != target and (source, target) not in arrows:
-            label = f"grad {edge.gradient}" if edge.gradient else ""
-            arrows[(source, target)] = Arrow(source, target, label)
+            arrows[(source, target)] = Arrow(source, target, arrow_label(edge))
     return Drawing(trace.scenario, False, boxes, list(arrows.values()))
 

@@ -70,7 +70,8 @@ class Edge:
     target: str
     output_nr: int  # position in the source's next_functions
     input_nr: int  # which input of the target the gradient is for
-    gradient: TensorSummary | None = None  # filled in by a recorded backward
+    gradient: TensorSummary | None = None  # filled in by a recorded backward: what arrived at the target
+    hooked_from: TensorSummary | None = None  # what the source sent, when a tensor hook changed it on the way
 
 
 PlaceOf = Callable[[int], "tuple[str, int] | None"]

@@ -16,14 +16,19 @@ Schema (``schema_version`` 2); every key is always present:
     code that made the node (the innermost frame outside torch), or ``null``
     (always for ``AccumulateGrad``); ``made`` is the order autograd made the
     nodes in (0 for the first), ``null`` for ``AccumulateGrad``
-  - ``edges``: ``{source, target, output_nr, input_nr, gradient}``: gradient flows
-    from ``source`` to ``target``; ``gradient`` is the tensor summary that flowed
+  - ``edges``: ``{source, target, output_nr, input_nr, gradient, hooked_from}``:
+    gradient flows from ``source`` to ``target``; ``gradient`` is the tensor summary
+    that flowed (for an edge that alone feeds its input, what arrived, after any
+    tensor hook); ``hooked_from`` is what the source sent when a tensor hook
+    changed it on the way, else ``null``
   - ``modules``: the modules named in ``nodes`` and the modules they sit in, in
     the order they were first called: ``{name, kind, parent, path, line}``;
     ``kind`` is the class, ``parent`` the name of the module it sits in (``null``
     for an outermost one), ``path`` and ``line`` where the user's code first called it
 - ``backward``: the steps in the order the engine ran them:
-  ``{order, node, name, arriving, leaving}`` (lists of tensor summaries or ``null``)
+  ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
+  summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
+  what was sent (summed over the edges feeding it) where a hook changed it
 - ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs}``,
   ``phase`` being ``"forward"`` (from the start of the run to the traced
   backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``
@@ -42,7 +47,8 @@ quantized one. A saved value (``saved``) also has ``packed``: what a saved-tenso
 pack hook (``torch.utils.checkpoint``, offloading) stored instead, in words.
 
 Version 2 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
-``packed`` to saved values, and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
+``packed`` to saved values, ``hooked_from`` to edges, ``before_hooks`` to backward steps,
+and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
 
 Which parts depend on the machine or on torch's file layout (``torch_version``,
 ``device``, ``source``) and which do not is spelled out in ``traces.compare``.

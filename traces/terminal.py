@@ -135,13 +135,27 @@ def graph_tree(graph: AutogradGraph) -> Tree:
         shown.add(node_id)
         child = branch.add(edge_text + node_text(node))
         for edge in reversed(graph.edges_from(node_id)):
-            gradient = f"[yellow]grad {gradient_text(edge.gradient)}[/yellow] → " if edge.gradient else ""
+            gradient = f"[yellow]grad {edge_gradient_text(edge)}[/yellow] → " if edge.gradient else ""
             stack.append((child, edge.target, gradient))
     return tree
 
 
-def gradient_text(summary: TensorSummary | None) -> str:
-    return "None" if summary is None else escape(str(summary))
+def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:
+    text = "None" if summary is None else escape(str(summary))
+    return text if before_hooks is None else f"{text} {hooked_text(before_hooks)}"
+
+
+def hooked_text(before_hooks: TensorSummary) -> str:
+    return escape(f"(a tensor hook changed it from {before_hooks})")
+
+
+def edge_gradient_text(edge) -> str:
+    return gradient_text(edge.gradient, edge.hooked_from)
+
+
+def arriving_text(step) -> str:
+    before = step.before_hooks or [None] * len(step.arriving)
+    return ", ".join(gradient_text(g, b) for g, b in zip(step.arriving, before))
 
 
 def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Table:
@@ -157,7 +171,7 @@ def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Tabl
     table.add_column("gradient arriving", overflow="fold")
     table.add_column("gradients leaving, one per edge", overflow="fold")
     for step, label in zip(trace.backward, labels):
-        arriving = ", ".join(gradient_text(g) for g in step.arriving)
+        arriving = arriving_text(step)
         leaving = ", ".join(gradient_text(g) for g in step.leaving) or "[dim](into .grad)[/dim]"
         table.add_row(str(step.order), escape(label), arriving, leaving)
     return table
@@ -332,7 +346,7 @@ def module_backward_table(trace: Trace, depth: int) -> Table:
     for group, steps in runs:
         first, last = steps[0].order, steps[-1].order
         label = group_label(group, kind_of, opened, [graph.node(step.node) for step in steps])
-        arriving = ", ".join(gradient_text(g) for g in steps[0].arriving)
+        arriving = arriving_text(steps[0])
         norm = combined_norm([norms[step.node] for step in steps if step.node in norms])
         table.add_row(
             str(first) if first == last else f"{first}-{last}",
