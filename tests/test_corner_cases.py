@@ -223,3 +223,38 @@ def test_hooks_that_only_look_or_copy_are_not_noted():
     assert seen == [6.0]
     assert all(before is None for step in trace.backward for before in step.before_hooks)
     assert all(edge.hooked_from is None for edge in trace.graph.edges)
+
+
+# torch.compile
+
+
+def test_a_compiled_model_stays_compiled_and_the_trace_shows_what_ran():
+    import warnings
+
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    compiled = torch.compile(model, backend="aot_eager")  # AOTAutograd without code generation: quick
+    x = torch.randn(3, 4)
+    counters.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with traces.record() as trace:
+            loss = compiled(x).sum()
+            loss.backward()
+    assert (counters["stats"]["unique_graphs"], dict(counters["graph_break"])) == (1, {})  # compiled, in one piece
+    assert not [w for w in caught if "global hooks" in str(w.message)]  # no warning the code did not cause
+    names = [node.name for node in trace.graph.nodes]
+    assert names == ["SumBackward0", "CompiledFunctionBackward"] + ["AccumulateGrad"] * 4  # not the eager graph
+    [compiled_node] = nodes_named(trace, "CompiledFunctionBackward")
+    assert compiled_node.module == "Sequential"
+    assert {m.name: m.kind for m in trace.graph.modules} == {"Sequential": "compiled Sequential"}
+    assert {node.variable for node in trace.graph.nodes if node.is_leaf} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    functions = [entry.function for entry in trace.source]
+    if not trace.source_skipped:  # where the code enters torch.compile, not what it runs inside
+        assert functions[0] == "OptimizedModule.__call__" and len(functions) < 40
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled(x).sum().backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, model.parameters()))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,8 +34,20 @@ from types import FrameType
 
 import torch
 
-from traces.places import users_frame
+from traces.places import TORCH_DIR, is_users_file, users_frame
 from traces.trace import Trace, Tracer
+
+# Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional, ...
+USERS_WAY_IN = (os.path.join(TORCH_DIR, "_tensor.py"), os.path.join(TORCH_DIR, "autograd") + os.sep)
+
+
+def called_by_users_code(caller: FrameType | None) -> bool:
+    """Whether a backward was started by the user's code (maybe through ``Tensor.backward``),
+    not by torch for itself (``torch.compile`` runs backward while it compiles)."""
+    while caller is not None and caller.f_code.co_filename.startswith(USERS_WAY_IN):
+        caller = caller.f_back
+    return caller is None or is_users_file(caller.f_code.co_filename)
+
 
 def as_tensors(value) -> list[torch.Tensor]:
     """backward's ``tensors`` or grad's ``outputs``: a tensor or a sequence of them."""
@@ -71,8 +84,9 @@ def named_outputs(outputs: list[torch.Tensor], local_names: dict[str, torch.Tens
 class BackwardWatch:
     """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass.
 
-    ``calls`` counts the backward passes the code started (one inside another,
-    like a reentrant checkpoint's, is part of the outer one and not counted).
+    ``calls`` counts the backward passes the code started: one inside another
+    (a reentrant checkpoint's) is part of the outer one, and one torch runs for
+    itself (``torch.compile``'s, while it compiles) is not the code's.
     """
 
     def __init__(self, tracer: Tracer, wanted: int = 1) -> None:
@@ -101,7 +115,7 @@ class BackwardWatch:
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
-            if self._inside or self.recorded or not self._wrappers:
+            if self._inside or self.recorded or not self._wrappers or not called_by_users_code(sys._getframe(1)):
                 return original(*args, **kwargs)
             self.calls += 1
             self._inside += 1

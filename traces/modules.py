@@ -17,12 +17,17 @@ compiled module as a whole.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from traces.graph import ModuleInfo
 from traces.places import users_line
 from traces.tensors import iter_tensors, tracer_at_work
+
+
+COMPILE_HOOK_WARNING = r"Using `torch.compile\(module\)` when there are global hooks on modules"
 
 
 def is_compiling() -> bool:
@@ -37,15 +42,24 @@ class ModuleRecorder:
         self._called_at: dict[int, tuple[str, int] | None] = {}  # id(module) -> the user's line that first called it
         self._inputs: dict[int, list[set[int]]] = {}  # id(module) -> per running call: ids of its input nodes
         self._handles: list = []
+        self._filter = None  # the warnings filter this recorder added
 
     def start(self) -> None:
         self._handles = [
             nn.modules.module.register_module_forward_pre_hook(self._before_forward),
             nn.modules.module.register_module_forward_hook(self._after_forward, with_kwargs=True),
         ]
+        # torch.compile(module) warns that global hooks fire once more for the compiled
+        # module: the tracer's hooks know, and the code's output stays its own.
+        warnings.filterwarnings("ignore", message=COMPILE_HOOK_WARNING)
+        self._filter = warnings.filters[0]
 
     def stop(self) -> None:
         """Remove the hooks; safe to call more than once."""
+        if self._filter in warnings.filters:
+            warnings.filters.remove(self._filter)
+            getattr(warnings, "_filters_mutated", lambda: None)()  # so that the change is seen
+        self._filter = None
         for handle in self._handles:
             handle.remove()
             # Removing the handle leaves its with_kwargs mark behind (torch 2.14 forgets it),
@@ -85,14 +99,17 @@ class ModuleRecorder:
 
     def roots(self) -> list[nn.Module]:
         """The outermost modules that ran: those that ran and are inside no other that ran."""
-        inner = {id(sub) for module in self._modules.values() for sub in module.modules() if sub is not module}
-        return [module for module in self._modules.values() if id(module) not in inner]
+        inside: set[int] = set()
+        for module in self._modules.values():  # an outer module is called (and listed) before its insides
+            if id(module) not in inside:
+                inside.update(id(sub) for sub in module.modules() if sub is not module)
+        return [module for module in self._modules.values() if id(module) not in inside]
 
     def parameter_names(self) -> dict[str, torch.Tensor]:
         """The parameters of the modules that ran, by their names in the outermost module."""
         names: dict[str, torch.Tensor] = {}
         for root in self.roots():
-            for name, parameter in root.named_parameters():
+            for name, parameter in original(root).named_parameters():
                 names.setdefault(name, parameter)
         return names
 
@@ -106,11 +123,12 @@ class ModuleRecorder:
         parents: dict[int, str | None] = {}
         root_classes: dict[str, int] = {}
         for root in self.roots():
-            root_name = type(root).__name__
+            root_name = type(original(root)).__name__
             root_classes[root_name] = root_classes.get(root_name, 0) + 1
             if root_classes[root_name] > 1:  # two outermost modules of one class: Linear, Linear (2)
                 root_name += f" ({root_classes[root_name]})"
-            for path, module in root.named_modules():
+            names[id(root)], parents[id(root)] = root_name, None  # a compiled module is named as what it compiles
+            for path, module in original(root).named_modules():
                 if id(module) in names:
                     continue
                 names[id(module)] = path or root_name
@@ -123,22 +141,29 @@ class ModuleRecorder:
         return {node_id: names.get(id(module), type(module).__name__) for node_id, (_, module) in self._made_by.items()}
 
     def module_infos(self) -> list[ModuleInfo]:
-        """Every module that ran and every module it sits in, in the order they were first called."""
+        """The outermost modules that ran and every module inside them, each outer one before
+        the ones inside it, in the order the outermost were first called."""
         names, parents = self._names()
-        infos = {}
-        for module in self._modules.values():
-            for inner in module.modules():  # a module that ran, then the ones inside it, in order
-                if id(inner) in names and id(inner) not in infos:
+        infos: dict[str, ModuleInfo] = {}
+        for root in self.roots():
+            for inner in root.modules():  # a compiled module, then the module it compiles: one name
+                name = names.get(id(inner))
+                if name is not None and name not in infos:
                     path, line = self._called_at.get(id(inner)) or (None, None)
-                    infos[id(inner)] = ModuleInfo(names[id(inner)], kind_of(inner), parents[id(inner)], path, line)
+                    infos[name] = ModuleInfo(name, kind_of(inner), parents[id(inner)], path, line)
         return list(infos.values())
+
+
+def original(module: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d module compiles (``_orig_mod``); any other module itself."""
+    compiled = getattr(module, "_orig_mod", None)
+    return compiled if isinstance(compiled, nn.Module) else module
 
 
 def kind_of(module: nn.Module) -> str:
     """The module's class; for a ``torch.compile``d module, the class it compiles."""
-    original = getattr(module, "_orig_mod", None)
-    if isinstance(original, nn.Module):
-        return f"compiled {type(original).__name__}"
+    if original(module) is not module:
+        return f"compiled {type(original(module)).__name__}"
     return type(module).__name__
 
 

@@ -81,6 +81,13 @@ class OpRecorder(TorchDispatchMode):
         self._active = False
 
     @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        # A mode that does not ignore them makes torch.compile run the model uncompiled
+        # (Dynamo skips frames while such a mode is active). Ignoring them, the mode is
+        # off while torch.compile compiles and sees what the compiled code runs.
+        return True
+
+    @classmethod
     def _should_skip_dynamo(cls) -> bool:
         # By default torch wraps __torch_dispatch__ so that torch.compile skips it,
         # and that wrapper imports torch._dynamo (about a second) at the first

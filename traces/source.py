@@ -3,7 +3,8 @@
 The list is a map of where to put breakpoints: each function once, in the
 order it was first entered, with how deep it sat among torch's frames and how
 often it was called. What runs while a module is being imported (``import
-torchvision`` calls hundreds of torch functions) is left out. Python 3.12 and newer offer ``sys.monitoring``, whose
+torchvision`` calls hundreds of torch functions) is left out, and so is what
+``torch.compile`` runs inside: the view shows where the code enters it. Python 3.12 and newer offer ``sys.monitoring``, whose
 events can be switched off per function (so code outside torch costs nothing
 after its first call); older Pythons get a profile function.
 
@@ -27,6 +28,21 @@ DISPATCH_MODE_LOOKUP = "find_torch_dispatch_rule"
 # The file name of Python's import system, whose frames are on the stack while a module is imported.
 IMPORT_MACHINERY = "<frozen importlib._bootstrap>"
 
+# torch.compile's machinery, relative to torch's folder: the view shows where the code enters
+# it (OptimizedModule.__call__, CompiledFunction.backward), not the thousands of functions
+# it runs to compile and to run what it compiled.
+COMPILER_PARTS = (
+    "_dynamo", "_inductor", "_functorch", "fx", "_subclasses", "_export", "export", "_higher_order_ops",
+    "_prims", "_prims_common", "_decomp", "_refs", "_logging", "_guards.py", "utils/_sympy",
+)  # fmt: skip
+
+
+
+def compiling_now() -> bool:
+    """Whether torch.compile is compiling on this thread (a cheap check, before walking the stack)."""
+    guards = sys.modules.get("torch._guards")
+    tls = getattr(guards, "_TLS", None)
+    return getattr(tls, "compile_context", None) is not None
 
 
 @dataclass
@@ -55,8 +71,10 @@ class SourceRecorder:
 
     def __init__(self, package_dir: str) -> None:
         self.package_dir = os.path.abspath(package_dir) + os.sep
+        self.compiler_files = tuple(os.path.join(self.package_dir, part) for part in COMPILER_PARTS)
         self.entries: dict[CodeType, SourceEntry] = {}
         self._hidden: set[CodeType] = set()  # the dispatch-mode lookup and what it calls
+        self._compiler_insides: set[CodeType] = set()  # torch.compile's functions, below its entry
         self.skipped: str | None = None  # why the view was not recorded
         self._stop = None
 
@@ -85,26 +103,31 @@ class SourceRecorder:
         if entry is not None:
             entry.calls += 1
             return
-        if code in self._hidden:
+        if code in self._hidden or code in self._compiler_insides or compiling_now():
             return
         # The first entry: how deep among torch's frames, and whether it runs for the
         # tracer (below the dispatch-mode lookup) or for an import.
         name = getattr(code, "co_qualname", code.co_name)  # co_qualname is new in 3.11
         hidden = name == DISPATCH_MODE_LOOKUP
-        importing = False
+        importing = compiling = False
         depth = 0  # torch functions below this one on the stack
         caller = frame.f_back
         while caller is not None:
             caller_code = caller.f_code
+            filename = caller_code.co_filename
             hidden = hidden or caller_code in self._hidden
-            importing = importing or caller_code.co_filename == IMPORT_MACHINERY
-            depth += caller_code.co_filename.startswith(self.package_dir)
+            importing = importing or filename == IMPORT_MACHINERY
+            compiling = compiling or filename.startswith(self.compiler_files)
+            depth += filename.startswith(self.package_dir)
             caller = caller.f_back
         if hidden:
-            self._hidden.add(code)
+            self._hidden.add(code)  # the tracer's own work, and all it calls: never the code's
             return
-        if importing:  # a module's top-level code, run by an import: not noted, not even as hidden,
-            return  # since the same function may run again later, for the code being traced
+        if compiling and code.co_filename.startswith(self.compiler_files):
+            self._compiler_insides.add(code)  # torch.compile's insides: never the code's
+            return
+        if importing or compiling:  # run by an import, or by torch.compile: not noted, and not
+            return  # remembered either, since the same function may run again, for the code being traced
         self.entries[code] = SourceEntry(name, code.co_filename, code.co_firstlineno, depth, 1)
 
     def _start_profile(self) -> None:
