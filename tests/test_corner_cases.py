@@ -258,3 +258,55 @@ def test_a_compiled_model_stays_compiled_and_the_trace_shows_what_ran():
     model.zero_grad()
     compiled(x).sum().backward()
     assert all(torch.equal(a, p.grad) for a, p in zip(grads, model.parameters()))
+
+
+# Which module made a node
+
+
+class InPlaceActivation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        self.act = nn.ReLU(inplace=True)  # changes its input tensor: the input's node changes too
+
+    def forward(self, x):
+        return self.act(self.linear(x)).sum()
+
+
+class Scale(nn.Module):
+    def forward(self, x=None):
+        return x * 2
+
+
+class KeywordCaller(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = Scale()
+
+    def forward(self, x):
+        h = x.exp()  # made here, by KeywordCaller
+        return self.scale(x=h).sum()  # a tensor passed by keyword
+
+
+def module_of_nodes(model, x) -> dict[str, str]:
+    with traces.record() as trace:
+        model(x).backward()
+    return {node.name: node.module for node in trace.graph.nodes if not node.is_leaf}
+
+
+def test_an_in_place_modules_node_is_credited_to_it():
+    assert module_of_nodes(InPlaceActivation(), torch.ones(2, 3)) == {
+        "SumBackward0": "InPlaceActivation",
+        "ReluBackward0": "act",
+        "AddmmBackward0": "linear",
+        "TBackward0": "linear",
+    }
+
+
+def test_a_module_called_with_keyword_tensors_claims_only_its_own_nodes():
+    x = torch.ones(2, requires_grad=True)
+    assert module_of_nodes(KeywordCaller(), x) == {
+        "SumBackward0": "KeywordCaller",
+        "MulBackward0": "scale",
+        "ExpBackward0": "KeywordCaller",
+    }
