@@ -296,3 +296,19 @@ def test_a_backward_inside_a_backward_is_part_of_it():
         (w * 3).sum().backward()  # the second
     assert "MulBackward0" in [node.name for node in trace.graph.nodes]
     assert "TwiceBackward" not in [node.name for node in trace.graph.nodes]
+
+
+def test_what_imports_run_is_left_out_of_the_ops_and_source_views(tmp_path, capsys):
+    (tmp_path / "helper.py").write_text("import torch\nAT_IMPORT = torch.ones(3).exp()\n")
+    script = write_script(
+        tmp_path,
+        """
+        import torch
+        import helper  # runs aten::exp while it is imported
+        w = torch.ones(2, requires_grad=True)
+        (w * helper.AT_IMPORT[:2]).sum().backward()
+        """,
+    )
+    assert main(["--views", "ops", "--save-trace", str(tmp_path), str(script)]) == 0
+    ops = [call["op"] for call in json.loads((tmp_path / "script.json").read_text())["ops"]]
+    assert "aten::exp" not in ops and "aten::mul.Tensor" in ops

@@ -34,7 +34,7 @@ def trace():
 
 
 def ops_of(trace, phase):
-    return [call.op for call in trace.ops if call.phase == phase]
+    return [call.op for call in trace.ops if call.phase == phase for _ in range(call.count)]
 
 
 def test_forward_ops_are_the_scenarios_additions_and_multiplication(trace):

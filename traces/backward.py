@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, read_saved_values
+from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.tensors import TensorSummary, summarize, tracer_at_work
 
 
@@ -100,19 +100,27 @@ def record_backward(
         recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of, modules, place_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
-    # Gradients sent but not yet arrived: (id of the node they go to, its input) -> the tensors.
-    in_flight: dict[tuple[int, int], list[torch.Tensor]] = {}
+    # Gradients sent but not yet arrived, with their summaries:
+    # (id of the node they go to, its input) -> [(tensor, summary), ...].
+    in_flight: dict[tuple[int, int], list[tuple[torch.Tensor, TensorSummary]]] = {}
 
     def before(fn, node_id: str, name: str):
         key = id(fn)
 
         def pre_hook(grad_outputs):
-            step = BackwardStep(len(recording.steps), node_id, name, _summaries(grad_outputs))
-            step.before_hooks = [
-                changed_by_hooks(in_flight.pop((key, slot), None), arrived) for slot, arrived in enumerate(grad_outputs)
-            ]
-            recording.steps.append(step)
-            running[node_id] = step
+            with tracer_at_work():
+                arriving, before_hooks = [], []
+                for slot, arrived in enumerate(grad_outputs):
+                    sent = in_flight.pop((key, slot), None)
+                    if sent and len(sent) == 1 and sent[0][0] is arrived:  # as it was sent: summarised then
+                        arriving.append(sent[0][1])
+                        before_hooks.append(None)
+                    else:
+                        arriving.append(summarize(arrived) if arrived is not None else None)
+                        before_hooks.append(changed_by_hooks([tensor for tensor, _ in sent or ()], arrived))
+                step = BackwardStep(len(recording.steps), node_id, name, arriving, before_hooks=before_hooks)
+                recording.steps.append(step)
+                running[node_id] = step
 
         return pre_hook
 
@@ -120,10 +128,11 @@ def record_backward(
         targets = [(slot, id(next_fn), input_nr) for slot, (next_fn, input_nr) in enumerate(fn.next_functions) if next_fn]
 
         def hook(grad_inputs, grad_outputs):
-            running[node_id].leaving = _summaries(grad_inputs)
-            for slot, target, input_nr in targets:
-                if slot < len(grad_inputs) and grad_inputs[slot] is not None:
-                    in_flight.setdefault((target, input_nr), []).append(grad_inputs[slot])
+            with tracer_at_work():
+                leaving = running[node_id].leaving = _summaries(grad_inputs)
+                for slot, target, input_nr in targets:
+                    if slot < len(grad_inputs) and grad_inputs[slot] is not None:
+                        in_flight.setdefault((target, input_nr), []).append((grad_inputs[slot], leaving[slot]))
 
         return hook
 
@@ -140,10 +149,11 @@ def record_backward(
             for handle in handles:
                 handle.remove()
         put_gradients_on_edges(recording.graph, running)
-        # Backward frees what the nodes saved (unless retain_graph=True): show it.
+        # Backward frees what the nodes saved (unless retain_graph=True): show it. A node
+        # frees all its saved tensors at once, so one of them tells.
         with tracer_at_work():
             for fn, node in zip(fns, recording.graph.nodes):
-                freed_now = {saved.name for saved in read_saved_values(fn) if saved.freed}
-                for saved in node.saved:
-                    # "tensors" freed: a custom Function's "tensors[0]", "tensors[1]", ...
-                    saved.freed = saved.name in freed_now or saved.name.partition("[")[0] in freed_now
+                tensors = [saved for saved in node.saved if saved.shape is not None or saved.packed is not None]
+                if tensors and not tensors[0].freed and saved_tensor_freed(fn, tensors[0].name):
+                    for saved in tensors:
+                        saved.freed = True

@@ -70,9 +70,14 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
         "graph.edges": graph["edges"],
         "backward.nodes_run": sorted(step["node"] for step in trace["backward"]),
         "facts": machine_independent(trace["facts"]),
-        "ops.forward": [call["op"] for call in trace["ops"] if call["phase"] == "forward"],
-        "ops.backward": [call["op"] for call in trace["ops"] if call["phase"] == "backward"],
+        "ops.forward": op_names(trace, "forward"),
+        "ops.backward": op_names(trace, "backward"),
     }
+
+
+def op_names(trace: dict[str, Any], phase: str) -> list[str]:
+    """Every call's op name, in order (calls folded with a ``count`` counted out again)."""
+    return [call["op"] for call in trace["ops"] if call["phase"] == phase for _ in range(call.get("count", 1))]
 
 
 def order_violations(trace: dict[str, Any]) -> list[str]:

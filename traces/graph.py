@@ -280,3 +280,20 @@ def packed_text(packed) -> str:
     if isinstance(packed, torch.Tensor):
         return f"as {dtype_name(packed)}{list(packed.shape)} on {packed.device}"
     return f"as {kind.__module__}.{kind.__qualname__}"
+
+
+def saved_tensor_freed(fn, name: str) -> bool:
+    """Whether backward has freed the saved tensor ``name`` (``"self"``, ``"tensors[0]"``) that
+    ``read_saved_values`` found there, read without unpacking it."""
+    attribute, _, index = name.partition("[")
+    try:
+        raw = getattr(fn, "_raw_saved_" + attribute)
+    except RuntimeError as error:  # a custom Function's, freed
+        if FREED_MESSAGE not in str(error):
+            raise
+        return True
+    except AttributeError:  # not a tensor after all
+        return False
+    if index:
+        raw = raw[int(index.rstrip("]"))]
+    return raw.data is None and raw.unpack_hook is None  # a tensor or a packed value was there before

@@ -29,9 +29,10 @@ Schema (``schema_version`` 2); every key is always present:
   ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
   what was sent (summed over the edges feeding it) where a hook changed it
-- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs}``,
+- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count}``,
   ``phase`` being ``"forward"`` (from the start of the run to the traced
-  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``
+  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
+  ``count`` calls in a row with the same op, phase and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
   ``{function, path, line, depth, calls}``
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
@@ -47,7 +48,7 @@ quantized one. A saved value (``saved``) also has ``packed``: what a saved-tenso
 pack hook (``torch.utils.checkpoint``, offloading) stored instead, in words.
 
 Version 2 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
-``packed`` to saved values, ``hooked_from`` to edges, ``before_hooks`` to backward steps,
+``packed`` to saved values, ``hooked_from`` to edges, ``before_hooks`` to backward steps, ``count`` to ops,
 and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
 
 Which parts depend on the machine or on torch's file layout (``torch_version``,

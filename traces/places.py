@@ -39,6 +39,15 @@ def users_line(depth: int = 1) -> tuple[str, int] | None:
     return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
 
 
+_import_system = sys.modules.get("importlib._bootstrap")
+
+
+def importing_now() -> bool:
+    """Whether a module is being imported (a cheap check): Python's import system holds a lock
+    per module while it imports it."""
+    return bool(getattr(_import_system, "_module_locks", None))
+
+
 def shown_path(path: str) -> str:
     """A path to print: relative to the current folder when inside it (short, and still a
     link in VSCode's terminal), else as it is."""

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
+from traces.places import importing_now
 from traces.tensors import is_tracer_at_work
 
 # Torch runs this before every operator while a Python dispatch mode (the ops
@@ -78,7 +79,9 @@ class SourceRecorder:
         self.skipped: str | None = None  # why the view was not recorded
         self._stop = None
 
-    def start(self) -> None:
+    def start(self, running: FrameType | None = None) -> None:
+        """Start noting the functions entered from now on; with ``running``, the innermost frame
+        of a stack already running, note the torch functions on it first, as entered."""
         if debugger_active():
             self.skipped = "a debugger or tracer owns this process's tracing hook, so the source view was skipped"
             return
@@ -89,6 +92,14 @@ class SourceRecorder:
             self._start_monitoring(monitoring)
         else:
             self.skipped = "another profiler holds sys.monitoring's profiler slot, so the source view was skipped"
+            return
+        frames = []
+        while running is not None:
+            frames.append(running)
+            running = running.f_back
+        for frame in reversed(frames):  # the outermost first, as they were entered
+            if frame.f_code.co_filename.startswith(self.package_dir):
+                self._entered(frame.f_code, frame)
 
     def stop(self) -> None:
         """Remove the hook; safe to call more than once."""
@@ -103,7 +114,7 @@ class SourceRecorder:
         if entry is not None:
             entry.calls += 1
             return
-        if code in self._hidden or code in self._compiler_insides or compiling_now():
+        if code in self._hidden or code in self._compiler_insides or compiling_now() or importing_now():
             return
         # The first entry: how deep among torch's frames, and whether it runs for the
         # tracer (below the dispatch-mode lookup) or for an import.
@@ -139,6 +150,7 @@ class SourceRecorder:
             if sys.getprofile() is profile:
                 sys.setprofile(None)
 
+        profile.paused_while_tracer_works = True  # see traces.tensors.tracer_at_work
         sys.setprofile(profile)
         self._stop = stop
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -19,13 +19,28 @@ MAX_VALUES = 16
 _tracer_at_work: ContextVar[bool] = ContextVar("tracer_at_work", default=False)
 
 
-@contextmanager
-def tracer_at_work() -> Iterator[None]:
-    token = _tracer_at_work.set(True)
-    try:
-        yield
-    finally:
-        _tracer_at_work.reset(token)
+class tracer_at_work:
+    """A ``with`` block of the tracer's own work: the views do not record it.
+
+    It also pauses the source view's profile function (one marked
+    ``paused_while_tracer_works``; never a debugger's), which on Python 3.11
+    would otherwise be called for every function the tracer calls.
+    """
+
+    __slots__ = ("_token", "_profile")
+
+    def __enter__(self) -> None:
+        self._token = _tracer_at_work.set(True)
+        self._profile = sys.getprofile()
+        if getattr(self._profile, "paused_while_tracer_works", False):
+            sys.setprofile(None)
+        else:
+            self._profile = None
+
+    def __exit__(self, *error) -> None:
+        if self._profile is not None:
+            sys.setprofile(self._profile)
+        _tracer_at_work.reset(self._token)
 
 
 def is_tracer_at_work() -> bool:
@@ -72,6 +87,9 @@ class TensorSummary:
         return text
 
 
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
 def summarize(tensor: torch.Tensor) -> TensorSummary:
     """Describe a tensor in plain data: shape, dtype, and its values when it is small.
 
@@ -80,6 +98,9 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
     its norm; a quantized one its quantization, and its values dequantized.
     """
     with tracer_at_work():  # reading the values is the tracer's work, not the scenario's
+        if type(tensor) in PLAIN_TENSORS:  # no subclass needs Python dispatch: skip any mode
+            with torch._C._DisableTorchDispatch():
+                return _summarize(tensor)
         return _summarize(tensor)
 
 

@@ -90,10 +90,12 @@ class Tracer:
         self._modules = ModuleRecorder()
         self._ops = OpRecorder()
         self._source = SourceRecorder(TORCH_DIR)
+        # The source view starts at the first operator: the imports at the top of a script,
+        # which run hundreds of torch's functions and nothing of the code's, cost nothing.
+        self._ops.at_first_operator = self._source.start
         try:
             self._modules.start()
             self._ops.start()
-            self._source.start()
             yield
         finally:
             self._stop()
