@@ -45,7 +45,7 @@ import torchvision  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import traces  # noqa: E402
-from traces.json_file import trace_to_dict  # noqa: E402
+from traces.json_file import trace_to_json  # noqa: E402
 
 PYTHON = sys.executable
 PATH_LINE = re.compile(r"^\s*\S+:\d+$")
@@ -148,7 +148,7 @@ def readability(name: str, size: int) -> dict[str, float]:
         lines = console.file.getvalue().splitlines()
         figures[f"lines_{width}"] = len(lines)
         figures[f"too_wide_{width}"] = sum(len(line) > width and not PATH_LINE.match(line) for line in lines)
-    figures["json_kib"] = len(json.dumps(trace_to_dict(trace), indent=2)) / 1024
+    figures["json_kib"] = len(trace_to_json(trace)) / 1024
     return figures
 
 

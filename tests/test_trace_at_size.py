@@ -158,3 +158,13 @@ def test_a_chain_of_10000_nodes_renders():
     assert "1-10000" in text  # one backward row for the 10,000 steps on that line
     assert len(text.splitlines()) < 30
     graph_tree(trace.graph)  # the node-by-node tree is built without recursion too
+
+
+def test_an_op_with_64_inputs_is_one_row():
+    parts = [torch.ones(2, requires_grad=True) for _ in range(64)]
+    with traces.record() as trace:
+        torch.stack(parts).sum().backward()
+    for width in (80, 200):
+        rows = [line for line in shown(trace, width, views=("ops",)).splitlines() if "aten::stack" in line]
+        assert len(rows) == 1 and len(rows[0]) <= width
+    assert "float32[2], float32[2], float32[2], float32[2], … +60 more -> float32[64, 2]" in rows[0]

@@ -53,14 +53,14 @@ def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple
     Returns the files written, and notes on what could not be written (the SVG
     when Graphviz is missing).
     """
-    from traces.json_file import trace_to_dict
+    from traces.json_file import trace_to_json
     from traces.mermaid import to_mermaid
     from traces.picture import NO_DOT, dot_available, to_svg
 
     directory = Path(directory)
     stem = directory / trace.scenario
     written = [
-        write_atomically(stem.with_suffix(".json"), json.dumps(trace_to_dict(trace), indent=2) + "\n"),
+        write_atomically(stem.with_suffix(".json"), trace_to_json(trace)),
         write_atomically(stem.with_suffix(".mmd"), to_mermaid(trace, depth)),
     ]
     if not dot_available():

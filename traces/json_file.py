@@ -51,6 +51,9 @@ Version 2 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``packed`` to saved values, ``hooked_from`` to edges, ``before_hooks`` to backward steps, ``count`` to ops,
 and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
 
+The file is indented JSON with each record short enough (an op call, a tensor
+summary, a saved value) on one line.
+
 Which parts depend on the machine or on torch's file layout (``torch_version``,
 ``device``, ``source``) and which do not is spelled out in ``traces.compare``.
 """
@@ -58,6 +61,7 @@ Which parts depend on the machine or on torch's file layout (``torch_version``,
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from traces.trace import Trace
@@ -66,3 +70,26 @@ from traces.trace import Trace
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
     fields = dataclasses.asdict(trace)
     return {"schema_version": fields.pop("schema_version"), **fields}
+
+
+def trace_to_json(trace: Trace) -> str:
+    """The trace as JSON text: indented, with each small record (an op call, a tensor summary,
+    a saved value) on one line, which keeps the file short and a diff of two traces readable."""
+    return json_text(trace_to_dict(trace)) + "\n"
+
+
+ONE_LINE = 240  # characters: a value this short is written on one line
+
+
+def json_text(value: Any, indent: int = 0) -> str:
+    text = json.dumps(value)
+    if len(text) <= ONE_LINE or not isinstance(value, (dict, list)) or not value:
+        return text
+    inner = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(key)}: {json_text(item, indent + 2)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if all(not isinstance(item, (dict, list)) for item in value):  # numbers: one line, however long
+        return text
+    items = [inner + json_text(item, indent + 2) for item in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
