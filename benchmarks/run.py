@@ -51,7 +51,8 @@ from debugger_requests import round_trips  # noqa: E402
 from scenarios._debugger import TURN_OFF_VARIABLE  # noqa: E402
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin  # noqa: E402
 from scenarios._record import quick_options, scenario_names  # noqa: E402
-from scenarios._runner import INTERRUPTED, ScenarioParser, output_file, whole_number  # noqa: E402
+from scenarios._ctrl_c import INTERRUPTED  # noqa: E402
+from scenarios._runner import ScenarioParser, output_file, whole_number  # noqa: E402
 from traces.files import write_atomically  # noqa: E402
 
 PYTHON = sys.executable

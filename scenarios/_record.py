@@ -11,6 +11,8 @@ Each scenario's set of files is replaced whole, or not at all.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import argparse
 import subprocess
 import sys
@@ -18,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin
-from scenarios._runner import INTERRUPTED, ScenarioParser, output_folder
+from scenarios._ctrl_c import INTERRUPTED, hand_back
+from scenarios._runner import ScenarioParser, output_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "traces" / "recorded"
@@ -91,6 +94,7 @@ def record(names: list[str], into: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hand_back()
     args = build_parser().parse_args(argv)
     from traces.picture import NO_DOT, dot_available
 

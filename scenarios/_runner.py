@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from scenarios._ctrl_c import INTERRUPTED, hand_back
 from scenarios._debugger import set_debugger_nodelay
 from traces import NO_TRACE, Tracer
 
@@ -215,6 +216,7 @@ def run_scenario(
     Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
     set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
+    hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
     try:
         args = build_parser(name, doc, add_options).parse_args(argv)
         return run_lesson(name, lesson, narrate, args, show_trace)
@@ -225,8 +227,6 @@ def run_scenario(
         print(f"scenarios/{name}.py: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
         return INTERRUPTED
 
-
-INTERRUPTED = 130  # the shell's status for a program ended by Ctrl-C (128 + SIGINT)
 
 
 def one_line(error: Exception) -> str:

@@ -16,6 +16,8 @@ torch/serialization.py choose the weights-only unpickler.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import argparse
 import math
 import os

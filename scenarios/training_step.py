@@ -12,6 +12,8 @@ In the debugger: each phase below is one line; put a breakpoint on
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import argparse
 from collections import Counter
 from collections.abc import Iterator

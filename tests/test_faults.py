@@ -9,6 +9,7 @@ should be, a SIGINT or SIGKILL sent to a real process, two processes at once.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -16,13 +17,14 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import scenarios.quickstart as quickstart_module
-from conftest import ROOT, scenario_module
+from conftest import ROOT, scenario_module, scenario_names
 from faults import DISK_FULL, fail_mid_file, files_in, small_disk, unwritable
 from scenarios._fashion import FILES, STANDIN_FOLDER, NeuralNetwork
 from scenarios._runner import run_scenario
@@ -253,6 +255,31 @@ def test_ctrl_c_during_a_run_is_one_line_and_status_130(fashion_data, tmp_path):
     assert "Traceback" not in out
     assert model.read_bytes() == b"the earlier model"
     assert files_in(tmp_path) == ["model.pth"]
+
+
+def test_ctrl_c_while_a_scenario_is_still_starting_is_one_line_and_status_130():
+    process = start_script("scenarios/backward.py", "--trace")
+    time.sleep(0.3)  # python is up; torch is loading
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out) == (130, "")
+    assert err.splitlines() == ["scenarios/backward.py: interrupted (Ctrl-C) while starting; nothing was done"]
+
+
+@pytest.mark.parametrize("name", ["_record", *scenario_names()])
+def test_every_scenario_takes_over_ctrl_c_before_anything_else(name):
+    """Its first import is scenarios._ctrl_c, so that Ctrl-C during the imports after it is one line."""
+    module = ast.parse((ROOT / "scenarios" / f"{name}.py").read_text())
+    imports = [node for node in module.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert ast.unparse(imports[0]) == "from __future__ import annotations"
+    assert ast.unparse(imports[1]) == "import scenarios._ctrl_c"
+
+
+def test_imported_by_others_ctrl_c_is_left_alone():
+    import scenarios._ctrl_c
+
+    assert scenarios._ctrl_c.script_name() is None  # pytest is the program here
+    assert signal.getsignal(signal.SIGINT) is not scenarios._ctrl_c.exit_at_once
 
 
 def test_ctrl_c_while_tracing_removes_every_hook_and_mode(capsys):
