@@ -73,6 +73,12 @@ def build_parser() -> ScenarioParser:
     return parser
 
 
+def shown(folder: Path) -> str:
+    """A folder as the user would type it: relative to the repository when it is inside."""
+    folder = folder.resolve()
+    return str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder)
+
+
 def record(names: list[str], into: Path) -> int:
     """Record each scenario into ``into``; returns the exit status."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -80,7 +86,7 @@ def record(names: list[str], into: Path) -> int:
         # Make the stand-in data first, so that no trace records its making.
         ensure_standin(work / "data" / STANDIN_FOLDER)
         for name in names:
-            print(f"Recording {name} into {into}/ ...", flush=True)
+            print(f"Recording {name} into {shown(into)}/ ...", flush=True)
             script = ROOT / "scenarios" / f"{name}.py"
             argv = record_argv(name, into.resolve(), Path("data"), Path("."))  # relative to the scratch folder
             result = subprocess.run([sys.executable, str(script), *argv], cwd=work, capture_output=True, text=True)
