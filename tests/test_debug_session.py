@@ -9,7 +9,13 @@ No mocks: the real debugpy adapter, driven over stdio the way VSCode drives it
 
 import ast
 import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -443,3 +449,51 @@ def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_t
         session.request("continue", {"threadId": thread_id})
         assert session.run_to_end() == 0
         assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in session.terminal_output()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
+    # The README's attach command, with a free port instead of 5678 (tests run side by side).
+    script = tmp_path / "attached.py"
+    script.write_text("import torch\n\nw = torch.ones(3, requires_grad=True)\ny = w * 2\nprint('attached', y.sum().item())\n")
+    [attach] = [config for config in test_launch_configs.CONFIGURATIONS if config["request"] == "attach"]
+    port = free_port()
+    program = subprocess.Popen(
+        [sys.executable, "-m", "debugpy", "--listen", f"127.0.0.1:{port}", "--wait-for-client", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until debugpy listens
+            try:
+                session = DebugSession(connect=("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline or program.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with session:
+            session.initialize()
+            session.send_request("attach", {**attach, "connect": {"host": "127.0.0.1", "port": port}})
+            session.wait_for_event("initialized")
+            session.set_breakpoints(str(script), [5])
+            session.request("configurationDone")
+            stopped = session.wait_for_event("stopped")
+            frame = session.top_frame(stopped["body"]["threadId"])
+            assert session.local_variables(frame["id"])["y"]["value"] == "Tensor[3] float32 cpu = [2, 2, 2] · grad_fn=MulBackward0"
+            assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
+            session.request("continue", {"threadId": stopped["body"]["threadId"]})
+            assert program.wait(60) == 0
+        assert b"attached 6.0" in program.stdout.read()
+    finally:
+        if program.poll() is None:
+            os.killpg(program.pid, signal.SIGKILL)
+        program.wait()
+        program.stdout.close()
