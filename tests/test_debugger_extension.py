@@ -106,6 +106,19 @@ def test_tensors_without_plain_memory_show_no_values(make, line):
         assert text == line
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_tensor_on_the_gpu_is_described_without_waiting_for_the_gpu():
+    small = torch.ones(3, device="cuda", requires_grad=True) * 2
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing call raises
+    try:
+        line = describe(small)
+        preview = stepthrough_variables.values_preview(small)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert line == "Tensor[3] float32 cuda:0 · grad_fn=MulBackward0"
+    assert preview == "not read: on cuda:0 (reading would wait for the device)"
+
+
 def test_a_fake_tensor_and_an_inference_tensor():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
