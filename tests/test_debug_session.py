@@ -107,30 +107,6 @@ def test_with_just_my_code_the_breakpoint_in_torch_is_refused(backward_configura
         assert "w.grad = 5.0" in session.terminal_output()
 
 
-def test_step_in_from_the_scenario_lands_in_tensor_backward(backward_configuration):
-    path, line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
-    tensor_backward_lines, tensor_backward_start = inspect.getsourcelines(torch.Tensor.backward)
-    with DebugSession() as session:
-        session.initialize()
-        session.launch(backward_configuration)
-        [placed] = session.set_breakpoints(path, [line])
-        session.request("configurationDone")
-
-        assert placed["verified"] is True, placed
-        stopped = session.wait_for_event("stopped")
-        thread_id = stopped["body"]["threadId"]
-        frame = session.top_frame(thread_id)
-        assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), line)
-
-        session.request("stepIn", {"threadId": thread_id})
-        stepped = session.wait_for_event("stopped")
-        assert stepped["body"]["reason"] == "step"
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "_tensor.py")
-        assert frame["name"] == "backward"
-        assert tensor_backward_start <= frame["line"] < tensor_backward_start + len(tensor_backward_lines)
-
-
 def test_with_the_variable_set_the_debugger_socket_keeps_nagle(backward_configuration):
     path, line = first_body_line(torch.autograd.backward)
     with DebugSession() as session:
@@ -365,9 +341,13 @@ def test_step_in_under_trace_never_enters_the_tracer(backward_configuration):
         stops = []
         while len(stops) < 400:
             session.request("stepIn", {"threadId": thread_id})
-            session.wait_for_event("stopped")
+            assert session.wait_for_event("stopped")["body"]["reason"] == "step"
             frame = session.top_frame(thread_id)
             stops.append((frame["source"]["path"], frame["name"]))
+            if len(stops) == 1:  # the first F11 lands in torch/_tensor.py Tensor.backward
+                lines, start = inspect.getsourcelines(torch.Tensor.backward)
+                assert in_torch(frame["source"]["path"], "_tensor.py") and frame["name"] == "backward"
+                assert start <= frame["line"] < start + len(lines)
             if Path(frame["source"]["path"]) == Path(path) and frame["line"] > backward_line:
                 break
         assert Path(stops[-1][0]) == Path(path) and frame["line"] > backward_line

@@ -1,4 +1,5 @@
-"""Plain-data summaries of tensors, so a trace never holds on to a tensor."""
+"""What the project says about a tensor: plain-data summaries, so that a trace never
+holds on to a tensor, and ``describe``, the one line the debugger shows."""
 
 from __future__ import annotations
 
