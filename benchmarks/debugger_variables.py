@@ -5,11 +5,13 @@ driven like VSCode (tests/dap_client.py). Its main frame holds a (512, 784) and 
 (4096, 4096) tensor; a DataLoader worker (num_workers=1) stops in its dataset's
 ``__getitem__``. Paused in each, it sends the requests VSCode sends after every
 step many times and prints the median round trip in milliseconds, and how many
-children each tensor expands to. Three runs, one after the other:
+children each tensor expands to. Four runs, one after the other:
 
 - the extension as shipped (pydevd_plugins/);
 - the extension with STEPTHROUGH_KEEP_NAGLE=1 (everything but TCP_NODELAY);
-- stock debugpy: STEPTHROUGH_STOCK_DEBUGGER=1 turns the extension off.
+- stock debugpy: STEPTHROUGH_STOCK_DEBUGGER=1 turns the extension off;
+- stock debugpy with TCP_NODELAY set by hand in each paused process (an
+  "evaluate" request), to see what the stock Variables pane costs by itself.
 
     .venv/bin/python benchmarks/debugger_variables.py [--repeat N]
 """
@@ -54,11 +56,17 @@ if __name__ == "__main__":
     print("paused")  # MAIN
     print([batch.shape for batch in loader])
 '''
+# label: (environment, set TCP_NODELAY by hand); None in the environment: unset
 RUNS = {
-    "extension (as shipped)": {STOCK_VARIABLE: None, KEEP_NAGLE_VARIABLE: None},  # None: unset
-    f"extension, {KEEP_NAGLE_VARIABLE}=1": {STOCK_VARIABLE: None, KEEP_NAGLE_VARIABLE: "1"},
-    f"stock debugpy ({STOCK_VARIABLE}=1)": {STOCK_VARIABLE: "1", KEEP_NAGLE_VARIABLE: None},
+    "extension (as shipped)": ({STOCK_VARIABLE: None, KEEP_NAGLE_VARIABLE: None}, False),
+    f"extension, {KEEP_NAGLE_VARIABLE}=1": ({STOCK_VARIABLE: None, KEEP_NAGLE_VARIABLE: "1"}, False),
+    f"stock ({STOCK_VARIABLE}=1)": ({STOCK_VARIABLE: "1", KEEP_NAGLE_VARIABLE: None}, False),
+    "stock, TCP_NODELAY by hand": ({STOCK_VARIABLE: "1", KEEP_NAGLE_VARIABLE: None}, True),
 }
+SET_NODELAY = (
+    "__import__('pydevd').get_global_debugger().writer.sock"
+    ".setsockopt(__import__('socket').IPPROTO_TCP, __import__('socket').TCP_NODELAY, 1)"
+)
 
 
 def line_of(marker: str) -> int:
@@ -74,8 +82,12 @@ def median_ms(session: DebugSession, command: str, arguments: dict, repeat: int)
     return statistics.median(times)
 
 
-def paused_figures(session: DebugSession, thread_id: int, repeat: int, tensors: list[str]) -> dict[str, float]:
+def paused_figures(
+    session: DebugSession, thread_id: int, repeat: int, tensors: list[str], set_nodelay: bool
+) -> dict[str, float]:
     frame = session.top_frame(thread_id)
+    if set_nodelay:
+        session.evaluate(SET_NODELAY, frame["id"])
     [local] = [s for s in session.request("scopes", {"frameId": frame["id"]})["scopes"] if s["name"] == "Locals"]
     figures = {
         "stackTrace": median_ms(session, "stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20}, repeat),
@@ -89,7 +101,7 @@ def paused_figures(session: DebugSession, thread_id: int, repeat: int, tensors: 
     return figures
 
 
-def measure(env: dict[str, str | None], repeat: int) -> dict[str, float]:
+def measure(env: dict[str, str | None], set_nodelay: bool, repeat: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder, "program.py")
         script.write_text(PROGRAM)
@@ -101,14 +113,14 @@ def measure(env: dict[str, str | None], repeat: int) -> dict[str, float]:
             session.request("configurationDone")
             session.response(launch)
             thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-            main = paused_figures(session, thread_id, repeat, ["weight", "big"])
+            main = paused_figures(session, thread_id, repeat, ["weight", "big"], set_nodelay)
             session.request("continue", {"threadId": thread_id})
 
             worker = session.subprocess_session()
             worker.set_breakpoints(str(script), [line_of("WORKER")])
             worker.request("configurationDone")
             worker_thread = worker.wait_for_event("stopped")["body"]["threadId"]
-            in_worker = paused_figures(worker, worker_thread, repeat, ["row"])
+            in_worker = paused_figures(worker, worker_thread, repeat, ["row"], set_nodelay)
     return {**{f"main {key}": value for key, value in main.items()}, **{f"worker {key}": v for key, v in in_worker.items()}}
 
 
@@ -116,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="requests of each kind (default: 30)")
     repeat = parser.parse_args(argv).repeat
-    results = {label: measure(env, repeat) for label, env in RUNS.items()}
+    results = {label: measure(env, by_hand, repeat) for label, (env, by_hand) in RUNS.items()}
     rows = list(next(iter(results.values())))
     print(f"median round trip in ms ({repeat} requests each) and children per tensor")
-    print(f"{'':34}" + "".join(f"{label[:30]:>32}" for label in results))
+    width = max(len(label) for label in results) + 2
+    print(f"{'':26}" + "".join(f"{label:>{width}}" for label in results))
     for row in rows:
-        cells = "".join(f"{figures.get(row, float('nan')):32.2f}" for figures in results.values())
-        print(f"{row:34}{cells}")
+        cells = "".join(f"{figures.get(row, float('nan')):{width}.2f}" for figures in results.values())
+        print(f"{row:26}{cells}")
     return 0
 
 
