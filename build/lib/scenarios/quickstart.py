@@ -1,0 +1,279 @@
+"""PyTorch's quickstart, whole: data, model, train and test loops, save, reload, predict.
+
+This is the tutorial's code (FashionMNIST through torchvision with ToTensor,
+DataLoader(batch_size=64), a three-layer MLP, CrossEntropyLoss, SGD(lr=1e-3), five
+epochs), made to run offline: without the real data it trains on a stand-in in
+the same format (see scenarios/_fashion.py; --download fetches the real one).
+The model is saved atomically and reloaded with torch.load(..., weights_only=True),
+which refuses a checkpoint whose pickle would run code.
+
+In the debugger: put a breakpoint on `optimizer.step()` in `train` and step in
+(F11) to torch/optim/sgd.py `SGD.step`, or on `torch.load` in `load_model` to see
+torch/serialization.py choose the weights-only unpickler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Imported before the lesson runs, so that torchvision's own import (which loads
+# much of torch) stays out of --trace's ops and source views.
+import torchvision  # noqa: F401
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from scenarios._fashion import (
+    CLASSES,
+    NeuralNetwork,
+    load_fashion_mnist,
+)
+from scenarios._runner import folder, positive_number, run_scenario, whole_number
+from traces import NO_TRACE, Tracer
+from traces.files import replacing
+
+classes = CLASSES  # the tutorial's name for the class names
+
+
+@dataclass
+class QuickstartFacts:
+    data: str  # which data was used, and how to get the real data
+    is_standin: bool
+    train_size: int
+    test_size: int
+    first_batch: dict[str, str]  # shape and dtype of X and y in the first batch
+    accuracy: list[float]  # test accuracy after each epoch, in percent
+    avg_loss: list[float]  # average test loss after each epoch
+    train_seconds: float  # time spent in train(), all epochs
+    samples_per_second: float  # training samples through train() per second
+    model_path: str
+    reloaded_parameters_identical: bool  # every tensor of the reloaded model equals the trained one
+    predicted_before_saving: str  # what the trained model said about test_data[0]
+    predicted: str  # what the reloaded model says about it
+    actual: str
+
+
+def train(dataloader, model, loss_fn, optimizer, device, tracer: Tracer = NO_TRACE):
+    size = len(dataloader.dataset)
+    model.train()
+    with progress_bar() as progress:
+        for batch, (X, y) in enumerate(progress.track(dataloader, description="training")):
+            X, y = X.to(device), y.to(device)
+
+            # Compute prediction error
+            pred = model(X)
+            loss = loss_fn(pred, y)
+
+            # Backpropagation (with --trace, the first batch's backward pass is recorded)
+            recorder = tracer if batch == 0 else NO_TRACE
+            with recorder.backward_of({"loss": loss}, names=dict(model.named_parameters())):
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+            if batch % 100 == 0:
+                loss, current = loss.item(), (batch + 1) * len(X)
+                print(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]")
+
+
+def test(dataloader, model, loss_fn, device):
+    size = len(dataloader.dataset)
+    num_batches = len(dataloader)
+    model.eval()
+    test_loss, correct = 0, 0
+    with torch.no_grad():
+        for X, y in dataloader:
+            X, y = X.to(device), y.to(device)
+            pred = model(X)
+            test_loss += loss_fn(pred, y).item()
+            correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+    test_loss /= num_batches
+    correct /= size
+    print(f"Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n")
+    return 100 * correct, test_loss
+
+
+def progress_bar():
+    """A rich progress bar that disappears when done; print() shows above it meanwhile.
+
+    Only on a terminal: output to a file or a pipe stays exactly the tutorial's lines.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+def save_model(model: nn.Module, path: Path) -> None:
+    """torch.save the model's state_dict to ``path`` atomically.
+
+    It goes to a temporary file in the same folder, then os.replace puts it in
+    place in one step: a save that fails halfway leaves an earlier file intact.
+    """
+    with replacing(path) as temporary:
+        torch.save(model.state_dict(), temporary)
+
+
+def load_model(path: Path, device: str = "cpu") -> NeuralNetwork:
+    """A new model with the weights saved at ``path``.
+
+    weights_only=True lets the unpickler build only tensors and plain containers;
+    a checkpoint whose pickle would call anything else is refused, not run.
+    """
+    model = NeuralNetwork().to(device)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+def predict(model: nn.Module, x: torch.Tensor, device: str) -> str:
+    model.eval()
+    with torch.no_grad():
+        pred = model(x.to(device))
+    return classes[pred[0].argmax(0)]
+
+
+def quickstart(
+    device: str = "cpu",
+    tracer: Tracer = NO_TRACE,
+    epochs: int = 5,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    data: Path = Path("data"),
+    download: bool = False,
+    limit: int | None = None,
+    model_path: Path = Path("model.pth"),
+) -> QuickstartFacts:
+    fashion = load_fashion_mnist(data, download)
+    print(fashion.describe())
+    training_data, test_data = fashion.training_data, fashion.test_data
+    if limit is not None:  # the first `limit` samples of each, for a quick run
+        training_data = Subset(training_data, range(min(limit, len(training_data))))
+        test_data = Subset(test_data, range(min(limit, len(test_data))))
+
+    # Create data loaders.
+    train_dataloader = DataLoader(training_data, batch_size=batch_size)
+    test_dataloader = DataLoader(test_data, batch_size=batch_size)
+
+    for X, y in test_dataloader:
+        print(f"Shape of X [N, C, H, W]: {X.shape}")
+        print(f"Shape of y: {y.shape} {y.dtype}")
+        break
+    first_batch = {"X": f"{list(X.shape)} {X.dtype}", "y": f"{list(y.shape)} {y.dtype}"}
+
+    print(f"Using {device} device")
+    model = NeuralNetwork().to(device)
+    print(model)
+
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    accuracy, avg_loss, train_seconds = [], [], 0.0
+    for t in range(epochs):
+        print(f"Epoch {t+1}\n-------------------------------")
+        start = time.perf_counter()
+        train(train_dataloader, model, loss_fn, optimizer, device, tracer if t == 0 else NO_TRACE)
+        train_seconds += time.perf_counter() - start
+        epoch_accuracy, epoch_loss = test(test_dataloader, model, loss_fn, device)
+        accuracy.append(epoch_accuracy)
+        avg_loss.append(epoch_loss)
+    print("Done!")
+
+    x, y = test_data[0][0], test_data[0][1]
+    predicted_before_saving = predict(model, x, device)
+
+    save_model(model, model_path)
+    print(f"Saved PyTorch Model State to {model_path}")
+
+    reloaded = load_model(model_path, device)
+    trained_state, reloaded_state = model.state_dict(), reloaded.state_dict()
+    identical = trained_state.keys() == reloaded_state.keys() and all(
+        torch.equal(trained_state[key], reloaded_state[key]) for key in trained_state
+    )
+
+    predicted, actual = predict(reloaded, x, device), classes[y]
+    print(f'Predicted: "{predicted}", Actual: "{actual}"')
+
+    samples = epochs * len(training_data)
+    return QuickstartFacts(
+        data=fashion.describe(),
+        is_standin=fashion.is_standin,
+        train_size=len(training_data),
+        test_size=len(test_data),
+        first_batch=first_batch,
+        accuracy=accuracy,
+        avg_loss=avg_loss,
+        train_seconds=round(train_seconds, 3),
+        samples_per_second=round(samples / train_seconds, 1),
+        model_path=str(model_path),
+        reloaded_parameters_identical=identical,
+        predicted_before_saving=predicted_before_saving,
+        predicted=predicted,
+        actual=actual,
+    )
+
+
+def narrate(facts: QuickstartFacts) -> Iterator[str]:
+    yield ""
+    yield "What this run showed:"
+    yield f"The first batch: X {facts.first_batch['X']} (ToTensor scaled pixels to [0, 1]), y {facts.first_batch['y']}"
+    data = "the stand-in" if facts.is_standin else "FashionMNIST"
+    yield f"Trained on {facts.train_size} and tested on {facts.test_size} images of {data}"
+    accuracies = ", ".join(f"{value:.1f}%" for value in facts.accuracy)
+    yield f"Test accuracy after each epoch: {accuracies} (chance is 10%)"
+    yield f"The training loop ran {facts.samples_per_second:.0f} samples/s ({facts.train_seconds:.1f} s in train())"
+    yield f"Saved atomically to {facts.model_path} (a temporary file in the same folder, then os.replace)"
+    yield (
+        "Reloaded with torch.load(..., weights_only=True): parameters identical ="
+        f" {facts.reloaded_parameters_identical}; the trained model predicted \"{facts.predicted_before_saving}\","
+        f" the reloaded one \"{facts.predicted}\""
+    )
+
+
+# --- Command-line options ----------------------------------------------------------
+
+
+def model_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=whole_number(1), default=5, metavar="N", help="epochs to train (default: 5)")
+    parser.add_argument("--batch-size", type=whole_number(1), default=64, metavar="N", help="batch size (default: 64)")
+    parser.add_argument(
+        "--lr", type=positive_number, default=1e-3, metavar="RATE", help="SGD learning rate (default: 1e-3)"
+    )
+    parser.add_argument(
+        "--data", type=folder, default=Path("data"), metavar="DIR", help="the data folder (default: data)"
+    )
+    parser.add_argument("--download", action="store_true", help="download the real FashionMNIST into the data folder")
+    parser.add_argument(
+        "--limit", type=whole_number(1), metavar="N", help="use only the first N training and test samples, for quick runs"
+    )
+    parser.add_argument(
+        "--model",
+        dest="model_path",
+        type=model_file,
+        default=Path("model.pth"),
+        metavar="PATH",
+        help="where to save the model (default: model.pth)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_scenario("quickstart", quickstart, narrate, doc=__doc__, add_options=add_options, argv=argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""What the project says about a tensor: plain-data summaries, so that a trace never
+holds on to a tensor, and ``describe``, the one line the debugger shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+
+# Tensors with at most this many elements keep their values in a trace;
+# larger ones keep their shape, dtype and norm.
+MAX_VALUES = 16
+
+
+# Set while the tracer itself works on tensors (reading a gradient's values, say),
+# so that the ops view does not record the tracer's operators as the scenario's.
+_tracer_at_work: ContextVar[bool] = ContextVar("tracer_at_work", default=False)
+
+
+@contextmanager
+def tracer_at_work() -> Iterator[None]:
+    token = _tracer_at_work.set(True)
+    try:
+        yield
+    finally:
+        _tracer_at_work.reset(token)
+
+
+def is_tracer_at_work() -> bool:
+    return _tracer_at_work.get()
+
+
+def iter_tensors(value) -> Iterator[torch.Tensor]:
+    """The tensors in a value: a tensor, or tuples, lists and dicts of them.
+
+    (A plain walk rather than torch's pytree, so that the source view does not
+    list torch functions that only the tracer called.)
+    """
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from iter_tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_tensors(item)
+
+
+@dataclass
+class TensorSummary:
+    shape: list[int]
+    dtype: str
+    values: float | list | None = None  # the values, for small tensors
+    norm: float | None = None  # the 2-norm, for large floating tensors
+
+    def __str__(self) -> str:
+        if self.values is not None:
+            return _format_values(self.values)
+        text = f"{self.dtype}{self.shape}"
+        if self.norm is not None:
+            text += f" norm={self.norm:.4g}"
+        return text
+
+
+def summarize(tensor: torch.Tensor) -> TensorSummary:
+    """Describe a tensor in plain data: shape, dtype, and its values when it is small."""
+    with tracer_at_work():  # reading the values is the tracer's work, not the scenario's
+        return _summarize(tensor)
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _summarize(tensor: torch.Tensor) -> TensorSummary:
+    dtype = dtype_name(tensor)
+    shape = list(tensor.shape)
+    if tensor.layout != torch.strided or tensor.is_meta:
+        return TensorSummary(shape, dtype)
+    data = tensor.detach()
+    if data.numel() <= MAX_VALUES:
+        return TensorSummary(shape, dtype, values=data.cpu().tolist())
+    if data.is_floating_point():
+        return TensorSummary(shape, dtype, norm=data.float().norm().item())
+    return TensorSummary(shape, dtype)
+
+
+def _format_values(values: float | list) -> str:
+    if isinstance(values, list):
+        return "[" + ", ".join(_format_values(v) for v in values) + "]"
+    if isinstance(values, float):
+        return f"{values:.4g}"
+    return str(values)
+
+
+# One line for a tensor: what the debugger's Variables pane, hover and Watch show.
+# It reads only metadata (shape, dtype, device, autograd state); values only for a
+# plain CPU tensor of a handful of elements, so it never copies a large tensor or
+# waits for an accelerator.
+
+# Tensors with at most this many elements show their values in their line.
+LINE_VALUES = 8
+# Types whose data is the tensor's own memory; a subclass (FakeTensor, DTensor, ...)
+# may have none, or compute it, so its values are never read.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def shape_text(shape) -> str:
+    return "[" + ", ".join(str(size) for size in shape) + "]"
+
+
+def describe(tensor: torch.Tensor) -> str:
+    """One line: ``Tensor[64, 512] float32 cpu · grad_fn=AddmmBackward0``.
+
+    Then, where they apply: ``leaf · requires_grad``, ``retains_grad``, the shape
+    of ``.grad``, ``view of [3]`` (the base's shape), ``v1`` (in-place changes so
+    far, ``_version``). A plain CPU tensor of at most LINE_VALUES elements also
+    shows its values: ``Tensor[3] float32 cpu = [1, 2, 3]``.
+    """
+    parts = [tensor_header(tensor)]
+    if tensor.grad_fn is not None:
+        parts.append(f"grad_fn={type(tensor.grad_fn).__name__}")
+    elif tensor.requires_grad:
+        parts.append("leaf · requires_grad")
+    if tensor.retains_grad:
+        parts.append("retains_grad")
+    grad = readable_grad(tensor)
+    if grad is not None:
+        parts.append(f"grad {shape_text(grad.shape)}")
+    if tensor._is_view():
+        parts.append(f"view of {shape_text(tensor._base.shape)}")
+    version = version_of(tensor)
+    if version:
+        parts.append(f"v{version}")
+    return " · ".join(parts)
+
+
+def tensor_header(tensor: torch.Tensor) -> str:
+    """The start of ``describe``'s line: type, shape, dtype, device (layout, values where shown)."""
+    line = f"{type(tensor).__name__}{shape_text(tensor.shape)} {dtype_name(tensor)} {tensor.device}"
+    if tensor.layout != torch.strided:
+        line += f" {str(tensor.layout).removeprefix('torch.')}"
+    values = small_values(tensor)
+    if values is not None:
+        line += f" = {_format_values(values)}"
+    return line
+
+
+def format_values(values: float | list) -> str:
+    """Values as ``describe`` shows them: 4 significant digits, nested lists as brackets."""
+    return _format_values(values)
+
+
+def readable_grad(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor.grad`` where torch keeps one (a leaf, or retain_grad()); None elsewhere.
+
+    Reading ``.grad`` of any other non-leaf makes torch print a warning into the
+    program's output, so it is not read.
+    """
+    if tensor.is_leaf or tensor.retains_grad:
+        return tensor.grad
+    return None
+
+
+def version_of(tensor: torch.Tensor) -> int | None:
+    """How often the tensor was changed in place (``_version``); None for inference tensors."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def has_own_values(tensor: torch.Tensor) -> bool:
+    """Whether the values can be read from the CPU's memory without computing or copying anything."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+    return (
+        type(tensor) in _PLAIN_TYPES
+        and tensor.layout == torch.strided
+        and tensor.device.type == "cpu"
+        and not tensor.is_quantized
+        and not wrapped(tensor)
+    )
+
+
+def small_values(tensor: torch.Tensor) -> float | list | None:
+    """The values of a plain CPU tensor of at most LINE_VALUES elements; None for any other."""
+    if tensor.numel() > LINE_VALUES or not has_own_values(tensor):
+        return None
+    with reading_values():
+        return tensor.tolist()
+
+
+def first_values(tensor: torch.Tensor, count: int) -> list | None:
+    """Up to ``count`` values from the start of the last dimension (``t[0, ..., 0, :count]``).
+
+    Read through a view, so nothing else is copied; None where ``has_own_values`` is False.
+    """
+    if not has_own_values(tensor):
+        return None
+    with reading_values():
+        row = tensor.detach()
+        while row.dim() > 1:
+            row = row[0]
+        return row[:count].tolist() if row.dim() == 1 else [row.item()]
+
+
+@contextmanager
+def reading_values() -> Iterator[None]:
+    """Read a tensor's values as nobody's operators: no dispatch mode sees them, and a
+    trace does not record them as the program's."""
+    with tracer_at_work(), torch._C._DisableTorchDispatch():
+        yield

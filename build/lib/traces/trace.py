@@ -1,0 +1,131 @@
+"""One object for the four views of one scenario run, and the tracer that records them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
+
+import torch
+
+from traces.backward import BackwardRecording, BackwardStep, record_backward
+from traces.graph import AutogradGraph
+from traces.modules import ModuleRecorder
+from traces.ops import OpCall, OpRecorder
+from traces.source import SourceEntry, SourceRecorder
+
+SCHEMA_VERSION = 1
+TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+@dataclass
+class Trace:
+    """Everything recorded about one run of a scenario, in plain data."""
+
+    scenario: str
+    torch_version: str
+    device: str
+    graph: AutogradGraph | None = None
+    backward: list[BackwardStep] = field(default_factory=list)
+    ops: list[OpCall] = field(default_factory=list)
+    source: list[SourceEntry] = field(default_factory=list)
+    source_skipped: str | None = None  # why there is no source view, when there is none
+    facts: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+class Tracer:
+    """Records the views of a run while enabled; a disabled tracer records nothing.
+
+    The runner wraps the whole lesson in ``tracer.recording()``; the lesson wraps
+    its backward call::
+
+        with tracer.backward_of({"y": y}, names={"w": w, "x": x}):
+            y.backward()
+
+    so that the same line of code runs, and can be stepped into, either way.
+    Everything from the start of the recording up to that backward is the
+    forward phase; recording ends when the backward does.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.backward_recording: BackwardRecording | None = None
+        self._ops: OpRecorder | None = None
+        self._source: SourceRecorder | None = None
+        self._modules: ModuleRecorder | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record operators, torch functions entered and modules while the block runs."""
+        if not self.enabled:
+            yield
+            return
+        self._modules = ModuleRecorder()
+        self._ops = OpRecorder()
+        self._source = SourceRecorder(TORCH_DIR)
+        try:
+            self._modules.start()
+            self._ops.start()
+            self._source.start()
+            yield
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Remove every hook and mode; safe to call more than once."""
+        if self._source is not None:
+            self._source.stop()
+        if self._ops is not None:
+            self._ops.stop()
+        if self._modules is not None:
+            self._modules.stop()
+
+    def backward_of(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        names: Mapping[str, torch.Tensor] | None = None,
+    ) -> ContextManager:
+        if not self.enabled:
+            return nullcontext()
+        if self.backward_recording is not None:
+            raise RuntimeError("a tracer records one backward pass; this one already has")
+        return self._record_backward(outputs, names)
+
+    @contextmanager
+    def _record_backward(self, outputs, names) -> Iterator[BackwardRecording]:
+        module_of = self._modules.module_names() if self._modules else None
+        if self._ops is not None:
+            self._ops.phase = "backward"
+        try:
+            with record_backward(outputs, names, module_of) as recording:
+                self.backward_recording = recording
+                yield recording
+        finally:
+            self._stop()
+
+    def trace(self, scenario: str, device: str, facts: Any) -> Trace:
+        """The finished trace of a run whose lesson returned ``facts``."""
+        if dataclasses.is_dataclass(facts):
+            facts = dataclasses.asdict(facts)
+        recording = self.backward_recording
+        source = self._source
+        return Trace(
+            scenario=scenario,
+            torch_version=torch.__version__,
+            device=device,
+            graph=recording.graph if recording else None,
+            backward=recording.steps if recording else [],
+            ops=self._ops.calls if self._ops else [],
+            source=list(source.entries.values()) if source else [],
+            source_skipped=source.skipped if source else "the run was not recorded",
+            facts=facts,
+        )
+
+
+# The tracer lessons get when nobody traces them. It is never enabled, so it never
+# holds any state.
+NO_TRACE = Tracer(enabled=False)
