@@ -42,7 +42,7 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
                 "variable": node["variable"],
                 "module": node["module"],
                 "leaf": node["leaf"],
-                "saved": [(saved["name"], saved["freed"]) for saved in node["saved"]],
+                "saved": [(saved["name"], saved["freed"], saved.get("version")) for saved in node["saved"]],
             }
             for node in graph["nodes"]
         ],
