@@ -1,13 +1,18 @@
 """The study note's graph: a = w + x, b = w + 1, y = a * b with w = 1, x = 2."""
 
 import pytest
+import torch
 
-from scenarios.backward import SECOND_BACKWARD_ERROR, backward_pass
+from scenarios.backward import NO_GRAPH_ERROR, NON_SCALAR_ERROR, SECOND_BACKWARD_ERROR, backward_pass
 
 
 @pytest.fixture(scope="module")
 def facts():
     return backward_pass()
+
+
+def test_grad_is_none_before_the_first_backward(facts):
+    assert facts.w_grad_before_backward is None
 
 
 def test_dy_dw_is_5(facts):
@@ -38,3 +43,30 @@ def test_second_backward_without_retain_graph_fails(facts):
 
 def test_retain_graph_lets_gradients_accumulate(facts):
     assert facts.w_grad_after_two_backwards == 10.0
+
+
+def test_a_graph_that_saved_no_tensor_runs_backward_twice_without_retain_graph(facts):
+    assert facts.w_grad_after_two_backwards_of_a_sum == 2.0
+
+
+def test_what_a_second_backward_needs_is_the_saved_tensors():
+    # MulBackward0 saved a and b; AddBackward0 saved only its alpha, a number.
+    w, x = torch.tensor(1.0, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+    y, s = (w + x) * (w + 1), w + x
+    assert sorted(name for name in dir(y.grad_fn) if name.startswith("_saved_")) == ["_saved_other", "_saved_self"]
+    assert [name for name in dir(s.grad_fn) if name.startswith("_saved_")] == ["_saved_alpha"]
+
+
+def test_backward_of_a_non_scalar_needs_a_gradient(facts):
+    assert facts.non_scalar_error == NON_SCALAR_ERROR
+    w = torch.tensor(1.0, requires_grad=True)
+    with pytest.raises(RuntimeError, match=NON_SCALAR_ERROR):
+        (w * torch.ones(3)).backward()
+    (w * torch.ones(3)).backward(gradient=torch.ones(3))  # with gradient=, it runs: dL/dw = 1 + 1 + 1
+    assert w.grad.item() == 3.0
+
+
+def test_backward_of_a_tensor_without_a_graph_fails(facts):
+    assert facts.no_graph_error == NO_GRAPH_ERROR
+    with pytest.raises(RuntimeError, match="does not require grad and does not have a grad_fn"):
+        torch.tensor(3.0).backward()
