@@ -53,6 +53,11 @@ def test_it_prints_the_tutorials_lines(run):
     assert "Done!\n" in printed
 
 
+def test_the_test_loop_builds_no_graph(run):
+    facts, _, _ = run
+    assert facts.test_grad_fns == [None]  # without torch.no_grad(): ["AddmmBackward0"]
+
+
 def test_the_model_is_saved_and_reloads_with_identical_parameters(run):
     facts, printed, model_path = run
     assert f"Saved PyTorch Model State to {model_path}\n" in printed

@@ -1,6 +1,9 @@
 """One training step of the quickstart's model, phase by phase."""
 
+import inspect
+
 import pytest
+import torch
 
 from conftest import run_script
 from scenarios._fashion import NeuralNetwork
@@ -43,6 +46,21 @@ def test_two_roundings_are_at_most_a_rounding_error_away(facts):
 
 def test_zero_grad_sets_every_grad_to_none(facts):
     assert facts.grads_none_after_zero_grad == {name: True for name in PARAMETERS}
+
+
+def test_zero_grad_defaults_to_set_to_none_for_optimizer_and_module(facts):
+    for zero_grad in (torch.optim.Optimizer.zero_grad, torch.nn.Module.zero_grad):
+        assert inspect.signature(zero_grad).parameters["set_to_none"].default is True
+    assert facts.grads_none_after_module_zero_grad == {name: True for name in PARAMETERS}
+
+
+def test_zero_grad_with_set_to_none_false_leaves_zeros(facts):
+    assert facts.grads_zero_after_zero_grad_keeping_tensors == {name: True for name in PARAMETERS}
+
+
+def test_eval_mode_alone_still_records_the_graph_and_no_grad_does_not(facts):
+    assert facts.grad_fn_after_eval == "AddmmBackward0"
+    assert facts.grad_fn_under_no_grad is None
 
 
 def test_backward_gave_every_parameter_a_grad_of_its_shape(facts):
