@@ -247,13 +247,13 @@ def narrate(facts: InPlaceFacts) -> Iterator[str]:
         f" is_leaf = {facts.no_grad_is_leaf}, requires_grad = {facts.no_grad_requires_grad}"
     )
     yield (
-        f"6. w.data and w.detach() share w's storage ({facts.data_shares_storage}, {facts.detach_shares_storage});"
-        f" a change through them bumps w._version: .data {facts.data_shares_version},"
-        f" detach() {facts.detach_shares_version}"
+        f"6. Share w's storage: w.data {facts.data_shares_storage}, w.detach() {facts.detach_shares_storage};"
+        f" share w's version counter (a change through them bumps w._version): w.data {facts.data_shares_version},"
+        f" w.detach() {facts.detach_shares_version}"
     )
     yield (
-        f"   y = (w * w).sum(), then w changed in place (mul_(10)) before y.backward(); the gradient at the w"
-        f" y was computed from is {facts.correct_grad}:"
+        f"   y = (w * w).sum() saves w; w changed in place (mul_(10)) before y.backward();"
+        f" the right gradient, 2w at the values y was computed from, is {facts.correct_grad}:"
     )
     yield f"   through w.data:     w.grad = {facts.grad_after_data_change}, silently wrong"
     yield f"   through w.detach(): RuntimeError: {facts.detach_change_error}"

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_main
 
 from scenarios.backward import NO_GRAPH_ERROR, NON_SCALAR_ERROR, SECOND_BACKWARD_ERROR, backward_pass
 
@@ -70,3 +71,23 @@ def test_backward_of_a_tensor_without_a_graph_fails(facts):
     assert facts.no_graph_error == NO_GRAPH_ERROR
     with pytest.raises(RuntimeError, match="does not require grad and does not have a grad_fn"):
         torch.tensor(3.0).backward()
+
+
+def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
+    facts, lines = run_main("backward", [], monkeypatch, capsys)
+    assert lines == [
+        "The graph: w = 1, x = 2, a = w + x, b = w + 1, y = a * b",
+        "Leaves (is_leaf): {'w': True, 'x': True, 'a': False, 'b': False, 'y': False}",
+        "Nodes (grad_fn): {'a': 'AddBackward0', 'b': 'AddBackward0', 'y': 'MulBackward0'}",
+        "Before backward(), w.grad = None",
+        "dy/dw = b + a                     -> w.grad = 5.0",
+        "dy/dx = b                         -> x.grad = 2.0",
+        "w feeds two nodes; the paths add: via a 2.0 + via b 3.0 = 5.0",
+        "A second y.backward() fails (MulBackward0's saved a and b are freed): RuntimeError: "
+        + facts.second_backward_error,
+        "With retain_graph=True, two backward() calls accumulate: w.grad = 10.0",
+        "s = w + x saves no tensor, so s.backward() twice works without retain_graph: w.grad = 2.0",
+        f"backward() of a non-scalar (w * ones(3)) without gradient= fails: RuntimeError: {NON_SCALAR_ERROR}",
+        f"backward() of torch.tensor(3.0), which has no graph, fails: RuntimeError: {NO_GRAPH_ERROR}",
+    ]
+    assert facts.second_backward_error.startswith(SECOND_BACKWARD_ERROR)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_main
 from rich.console import Console
 
 from scenarios.in_place import (
@@ -128,3 +129,38 @@ def test_every_backward_passes_engine_run_backward_where_the_version_error_is_ra
     monkeypatch.setattr(torch.autograd, "_engine_run_backward", watched)
     in_place()
     assert outcomes == ["ok", VERSION_ERROR, "ok", "ok", VERSION_ERROR]
+
+
+def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
+    facts, lines = run_main("in_place", [], monkeypatch, capsys)
+    saved_error = facts.saved_then_changed_error
+    assert lines == [
+        "1. Every in-place op bumps the tensor's version counter; an out-of-place op does not:",
+        "   t = torch.zeros(3) -> t._version = 0, t.add_(1) -> t._version = 1, t[0] = 5 -> t._version = 2,"
+        " t.mul_(2) -> t._version = 3, t.add(1) -> t._version = 3",
+        "2. A view and its base share one counter ([v._version, t._version]):",
+        "   v = t[1:] -> [3, 3], v.add_(1) -> [4, 4], t.add_(1) -> [5, 5]",
+        "3. h = w * 2 has grad_fn MulBackward0; after h.add_(1) it is AddBackward0, which feeds MulBackward0",
+        "   g = w * 2; g[:2].mul_(10) changes g through a view: g.grad_fn is CopySlices, which feeds MulBackward0",
+        "   y = (g * g).sum() saves g at version 1, so backward works: w.grad = [800.0, 1600.0, 24.0]"
+        "  (dy/dg = 2g = [40, 80, 12] times dg/dw = [20, 20, 2])",
+        "4. Changing a tensor a node saved: s = w * 2; product = (s * s).sum(); s.add_(1); product.backward() fails:",
+        f"   RuntimeError: {saved_error}",
+        f"   Reading product's saved s (MulBackward0._saved_self) makes the same check: {saved_error}",
+        "   Changing one no node saved is fine: total = (s + 1).sum(); s.add_(1); total.backward()"
+        " gives w.grad = [2.0, 2.0, 2.0]",
+        f"5. w.add_(1) on a leaf that requires grad fails, though no graph uses w: RuntimeError: {INPLACE_LEAF_ERROR}",
+        f"   w[:2].mul_(2), on a view of it: RuntimeError: {INPLACE_VIEW_OF_LEAF_ERROR}",
+        "   Under torch.no_grad(), w.add_(1) works: w = [2.0, 3.0, 4.0], w._version = 1, is_leaf = True,"
+        " requires_grad = True",
+        "6. Share w's storage: w.data True, w.detach() True; share w's version counter (a change through them"
+        " bumps w._version): w.data False, w.detach() True",
+        "   y = (w * w).sum() saves w; w changed in place (mul_(10)) before y.backward(); the right gradient,"
+        " 2w at the values y was computed from, is [2.0, 4.0, 6.0]:",
+        "   through w.data:     w.grad = [20.0, 40.0, 60.0], silently wrong",
+        f"   through w.detach(): RuntimeError: {facts.detach_change_error}",
+        f"7. k = w * 2; k[1:].detach_() on a view fails: RuntimeError: {DETACH_VIEW_ERROR}",
+        "   k.detach_() detaches k itself: is_leaf = True, requires_grad = False",
+    ]
+    assert saved_error.endswith("is at version 1; expected version 0 instead.")
+    assert facts.detach_change_error.endswith("is at version 1; expected version 0 instead.")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_main
 
 from scenarios.leaf_gradients import (
     INPLACE_LEAF_ERROR,
@@ -114,3 +115,27 @@ def test_detach_gives_a_leaf_that_shares_storage(facts):
 def test_detach_shares_the_version_counter_so_writing_through_it_bumps_ws_version(facts):
     # d = w.data would share the storage but not the counter: w._version would stay 1.
     assert facts.w_version_after_writing_detached == 2
+
+
+def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
+    facts, lines = run_main("leaf_gradients", [], monkeypatch, capsys)
+    assert lines == [
+        "w = [1, 2, 3] (requires_grad), c = ones(3), n = c * 2, h = w * 2, k = h + c, y = (k * k).sum()",
+        "Leaves (is_leaf): {'w': True, 'c': True, 'n': True, 'h': False, 'k': False, 'y': False}",
+        "requires_grad: {'w': True, 'c': False, 'n': False, 'h': True}  (h needs one because w does; n, made from c, does not)",
+        "A leaf that requires grad keeps its gradient: w.grad = [12.0, 20.0, 28.0]  (dy/dw = 2 * 2k)",
+        f"A non-leaf does not: h.grad is None = True, with a UserWarning: {facts.h_grad_warning}",
+        "retain_grad() keeps it: k.grad = [6.0, 10.0, 14.0]  (dy/dk = 2k)",
+        "retains_grad: {'k': True, 'h': False, 'w': False}  (w.retain_grad() on a leaf changes nothing)",
+        "A hook on h saw [6.0, 10.0, 14.0] while backward ran, without keeping it (h.grad is None, above)",
+        f"c.retain_grad() fails: RuntimeError: {RETAIN_GRAD_ERROR}",
+        f"h.requires_grad_(False) fails: RuntimeError: {facts.nonleaf_requires_grad_error}",
+        f"torch.tensor([1, 2, 3], requires_grad=True) fails: RuntimeError: {INTEGER_REQUIRES_GRAD_ERROR}",
+        f"w.add_(1) fails: RuntimeError: {INPLACE_LEAF_ERROR}.",
+        "Under torch.no_grad(), w -= 0.25 * w.grad works: w = [-2.0, -3.0, -4.0], still a leaf that requires grad"
+        " = True, w._version = 1",
+        "d = w.detach(): is_leaf = True, requires_grad = False, shares w's storage = True",
+        "So d[0] = 100 changes w too: w = [100.0, -3.0, -4.0], and bumps the version counter they share: w._version = 2",
+    ]
+    assert facts.h_grad_warning.startswith(NONLEAF_GRAD_WARNING)
+    assert facts.nonleaf_requires_grad_error.startswith(NONLEAF_REQUIRES_GRAD_ERROR)

@@ -5,7 +5,7 @@ import inspect
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_main
 from scenarios._fashion import NeuralNetwork
 from scenarios.training_step import STEPS, training_step
 from traces import Tracer
@@ -117,17 +117,41 @@ def test_the_trace_has_the_backward_order_with_gradient_shapes(traced):
     assert [g.shape if g else None for g in first_layer.leaving] == [[512], None, [784, 512]]
 
 
-def test_the_script_prints_each_phase_with_its_proof_and_the_trace(fashion_data):
-    result = run_script("scenarios/training_step.py", "--trace", "--data", str(fashion_data))
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert out.count("Data: the offline stand-in for FashionMNIST") == 1
-    assert "AccumulateGrad nodes, one per parameter: linear_relu_stack.4.bias" in out
-    assert "No node for Flatten: X.requires_grad = False" in out
-    assert "bit for bit for 6 of 6 parameters" in out
-    assert ".grad is None (set_to_none=True) for 6 of 6 parameters" in out
-    assert "lower after the steps: True" in out
-    graph = out[out.index("Autograd graph") :]
+def test_the_narrative_states_each_phase_with_its_proof_and_the_trace_follows(fashion_data, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "120")  # the graph's lines unwrapped
+    facts, lines = run_main("training_step", ["--trace", "--data", str(fashion_data)], monkeypatch, capsys)
+    layers = [f"linear_relu_stack.{layer}" for layer in (0, 2, 4)]
+    losses = " -> ".join(f"{value:.6f}" for value in facts.losses_on_same_batch)
+    narrative = [
+        facts.data,
+        "One batch: X [64, 1, 28, 28] torch.float32 (requires_grad = False), y [64] torch.int64",
+        "1. Forward: pred = model(X) has shape [64, 10]",
+        f"2. Loss: loss = loss_fn(pred, y) = {facts.loss:.6f}",
+        "   The loss's graph: NllLossBackward0 x1, LogSoftmaxBackward0 x1, AddmmBackward0 x3, AccumulateGrad x6,"
+        " ReluBackward0 x2, TBackward0 x3",
+        "   AccumulateGrad nodes, one per parameter: "
+        + ", ".join(f"{layer}.{kind}" for layer in reversed(layers) for kind in ("bias", "weight")),
+        "   No node for Flatten: X.requires_grad = False, so flattening X records nothing"
+        " (an X that required grad would add AccumulateGrad, ViewBackward0)",
+        "3. Backward: loss.backward() filled every parameter's .grad: linear_relu_stack.0.weight [512, 784],"
+        " linear_relu_stack.0.bias [512], linear_relu_stack.2.weight [512, 512], linear_relu_stack.2.bias [512],"
+        " linear_relu_stack.4.weight [10, 512], linear_relu_stack.4.bias [10]",
+        "4. optimizer.step(): each parameter moved by exactly -lr * grad (lr = 0.001), checked against a copy"
+        " taken before the step: after == before.add(grad, alpha=-lr) bit for bit for 6 of 6 parameters",
+        "   (before - lr * grad in two operations rounds twice and differs by up to"
+        f" {facts.two_step_arithmetic_difference:.3g})",
+        "5. optimizer.zero_grad(): .grad is None (set_to_none=True) for 6 of 6 parameters",
+        f"The loss on the same batch before each of 5 steps and after: {losses}; lower after the steps: True",
+        "After one more backward: optimizer.zero_grad(set_to_none=False) leaves .grad tensors of zeros for"
+        " 6 of 6 parameters; model.zero_grad() (set_to_none=True too) leaves .grad None for 6 of 6",
+        "model.eval() alone still records: model(X).grad_fn = AddmmBackward0;"
+        " under torch.no_grad(): model(X).grad_fn = None",
+    ]
+    assert lines[: len(narrative)] == narrative
+    assert facts.data.startswith("Data: the offline stand-in for FashionMNIST")
+    assert lines[len(narrative)] == ""  # then the trace
+    graph = "\n".join(lines[len(narrative) :])
+    assert graph.lstrip().startswith("Autograd graph")
     for name in ("NllLossBackward0", "LogSoftmaxBackward0", "AddmmBackward0", "ReluBackward0", "TBackward0"):
         assert name in graph
     assert "linear_relu_stack.0.weight = float32[512, 784]" in graph
