@@ -6,18 +6,24 @@ import pytest
 import torch
 
 from conftest import run_main
+from engine_order import EngineOrderWitness
 from scenarios._fashion import NeuralNetwork
 from scenarios.training_step import STEPS, training_step
-from traces import Tracer
 
 PARAMETERS = [name for name, _ in NeuralNetwork().named_parameters()]
 
 
 @pytest.fixture(scope="module")
-def traced(fashion_data):
-    tracer = Tracer()
-    facts = training_step(data=fashion_data, tracer=tracer)
-    return facts, tracer.trace("training_step", "cpu", facts)
+def witnessed(fashion_data):
+    witness = EngineOrderWitness()  # a Tracer that also records the engine's order with hooks of its own
+    facts = training_step(data=fashion_data, tracer=witness)
+    return facts, witness
+
+
+@pytest.fixture(scope="module")
+def traced(witnessed):
+    facts, witness = witnessed
+    return facts, witness.trace("training_step", "cpu", facts)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +106,12 @@ def test_the_trace_names_each_accumulate_grad_by_its_parameter(traced):
     assert leaves["linear_relu_stack.0.weight"].leaf.shape == [512, 784]
     output = trace.graph.node(trace.graph.outputs[0])
     assert (output.variable, output.name) == ("loss", "NllLossBackward0")
+
+
+def test_the_traced_order_is_the_engines_order(witnessed):
+    _, witness = witnessed
+    assert witness.traced_order() == witness.engine_order
+    assert len(witness.engine_order) == 16
 
 
 def test_the_trace_has_the_backward_order_with_gradient_shapes(traced):
