@@ -5,9 +5,9 @@ parameter's .grad, optimizer.step() moves each parameter by exactly -lr * grad,
 and optimizer.zero_grad() sets every .grad back to None (set_to_none=True is the
 default of both Optimizer.zero_grad and Module.zero_grad; set_to_none=False keeps
 the tensors and fills them with zeros). The input batch does not require grad, so
-Flatten (a view of it) leaves no node in the graph. Evaluating is a grad mode
-question: model.eval() only switches layers such as dropout to evaluation, and
-autograd still records the forward; torch.no_grad() is what stops it.
+Flatten (a view of it) leaves no node in the graph. Not recording a graph is a
+grad mode's business, not the module's: after model.eval(), autograd still
+records the forward; torch.no_grad() is what stops it.
 
 In the debugger: each phase below is one line; put a breakpoint on
 `optimizer.step()` and step in (F11) to torch/optim/sgd.py `SGD.step`, then into

@@ -10,11 +10,10 @@ In the debugger: `x.unsqueeze(0)` is a C++ function with no Python source. Run
 without --trace, F11 on it just moves to the next line. Its launch configuration
 adds --trace, whose dispatch mode sends every ATen op through Python, so there F11
 lands in torch/_library/simple_registry.py `find_torch_dispatch_rule`: the trace's
-machinery, not unsqueeze (Shift+F11 steps back out). Watch `u._base` and
-`z._version` in the Variables pane instead, step into `y.backward()`
-(torch/_tensor.py `Tensor.backward`), and read the trace for the nodes
-UnsqueezeBackward0 (out of place) and UnsqueezeBackward1 (in place) and the ATen
-ops aten::unsqueeze and aten::unsqueeze_.
+machinery, not unsqueeze. Watch `u._base` and `z._version` in the Variables pane
+instead, step into `y.backward()` (torch/_tensor.py `Tensor.backward`), and read
+the trace for the nodes UnsqueezeBackward0 (out of place) and UnsqueezeBackward1
+(in place) and the ATen ops aten::unsqueeze and aten::unsqueeze_.
 """
 
 from __future__ import annotations
