@@ -46,7 +46,7 @@ class InPlaceFacts:
     grad_fn_after_in_place_feeds: str  # ... and the old node is behind it
     base_grad_fn_after_view_change: str  # g = w * 2; g[:2].mul_(10): g's grad_fn
     copy_slices_feeds: str  # the node CopySlices passes the rest of the gradient to
-    saved_version: int  # the version at which h * h saved h (h changed once before)
+    saved_version: int  # the version at which g * g saved g (g changed once before)
     grad_through_copy_slices: list[float]  # y = (g * g).sum(): dy/dw = 2g * dg/dw
     saved_then_changed_error: str  # backward after changing a tensor a node saved
     reading_saved_after_change_error: str  # reading the node's _saved_self runs the same check
@@ -65,7 +65,7 @@ class InPlaceFacts:
     grad_after_data_change: list[float]  # backward after w.data.mul_(10): 2 * (10w), no error
     detach_change_error: str  # backward after w.detach().mul_(10)
     detach_in_place_error: str  # a view's detach_()
-    detach_in_place_on_non_view: list[bool]  # [is_leaf, requires_grad] after h.detach_()
+    detach_in_place_on_non_view: list[bool]  # [is_leaf, requires_grad] after k.detach_()
 
 
 def version_error(error: RuntimeError) -> str:

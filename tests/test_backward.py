@@ -91,3 +91,29 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         f"backward() of torch.tensor(3.0), which has no graph, fails: RuntimeError: {NO_GRAPH_ERROR}",
     ]
     assert facts.second_backward_error.startswith(SECOND_BACKWARD_ERROR)
+
+
+def watch(monkeypatch, name: str) -> list[str]:
+    """Replace torch.autograd.<name> by a wrapper that notes how each call ended."""
+    function, outcomes = getattr(torch.autograd, name), []
+
+    def watched(*args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        except RuntimeError as error:
+            outcomes.append(str(error).split(" (")[0])
+            raise
+        outcomes.append("ok")
+        return result
+
+    monkeypatch.setattr(torch.autograd, name, watched)
+    return outcomes
+
+
+def test_every_backward_call_passes_torch_autograd_backward(monkeypatch):
+    # What the README's breakpoint in torch/autograd/__init__.py backward shows: eight stops,
+    # and which of the failures come from the engine (_engine_run_backward) and which before it.
+    calls, engine_calls = watch(monkeypatch, "backward"), watch(monkeypatch, "_engine_run_backward")
+    backward_pass()
+    assert calls == ["ok", SECOND_BACKWARD_ERROR, "ok", "ok", "ok", "ok", NON_SCALAR_ERROR, NO_GRAPH_ERROR]
+    assert engine_calls == ["ok", SECOND_BACKWARD_ERROR, "ok", "ok", "ok", "ok", NO_GRAPH_ERROR]

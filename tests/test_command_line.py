@@ -10,8 +10,8 @@ from scenarios._record import DATA_SCENARIOS, quick_options
 SCENARIOS = scenario_names()
 
 
-def test_the_three_autograd_scenarios_exist():
-    assert {"backward", "leaf_gradients", "unsqueeze"} <= set(SCENARIOS)
+def test_the_autograd_scenarios_exist():
+    assert {"backward", "leaf_gradients", "unsqueeze", "in_place"} <= set(SCENARIOS)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

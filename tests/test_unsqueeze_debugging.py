@@ -24,12 +24,13 @@ def python_calls_during_unsqueeze(tracer: Tracer) -> list[tuple[str, Path]]:
             calls.append((frame.f_code.co_name, Path(frame.f_code.co_filename)))
         return None
 
+    previous = sys.gettrace()  # a debugger's, when the tests run under one
     with tracer.recording():
         sys.settrace(watch)
         try:
             x.unsqueeze(0)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)
     return calls
 
 
