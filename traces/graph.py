@@ -29,6 +29,10 @@ class SavedValue:
     dtype: str | None = None  # for a saved tensor
     value: str | None = None  # for anything else (a scalar, a size), as text
     freed: bool = False  # backward already released it
+    # For a saved tensor, its version counter (``_version``) when the graph was walked.
+    # ``_saved_<name>`` can be read only while that still equals the version the node
+    # saved it at (the check backward makes too), so it is also the saved version.
+    version: int | None = None
 
 
 @dataclass
@@ -150,7 +154,7 @@ def read_saved_values(fn) -> list[SavedValue]:
             saved.append(SavedValue(name, freed=True))
             continue
         if isinstance(value, torch.Tensor):
-            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value)))
+            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value), version=value._version))
         else:
             saved.append(SavedValue(name, value=repr(value)))
     return saved

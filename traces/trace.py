@@ -17,7 +17,7 @@ from traces.modules import ModuleRecorder
 from traces.ops import OpCall, OpRecorder
 from traces.source import SourceEntry, SourceRecorder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: saved tensors carry their version counter
 TORCH_DIR = os.path.dirname(torch.__file__)
 
 
