@@ -35,7 +35,8 @@ KEEP_NAGLE_VARIABLE = "STEPTHROUGH_KEEP_NAGLE"
 
 # The tracing library that ships next to this extension (site-packages/traces, or the
 # project's traces/ for an editable install).
-TRACES_DIRS = tuple({str(Path(root, "traces")) + os.sep for root in (Path(__file__).parents[2], Path(__file__).resolve().parents[2])})
+_INSTALLED_IN = Path(__file__).parents[2]
+TRACES_DIRS = tuple({str(root / "traces") + os.sep for root in (_INSTALLED_IN, _INSTALLED_IN.resolve())})
 # The function torch's dispatcher calls to find how a dispatch mode handles an operator.
 DISPATCH_RULE_LOOKUP = ("find_torch_dispatch_rule", os.path.join("torch", "_library", "simple_registry.py"))
 
