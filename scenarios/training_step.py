@@ -9,9 +9,11 @@ Flatten (a view of it) leaves no node in the graph. Not recording a graph is a
 grad mode's business, not the module's: after model.eval(), autograd still
 records the forward; torch.no_grad() is what stops it.
 
-In the debugger: each phase below is one line; put a breakpoint on
-`optimizer.step()` and step in (F11) to torch/optim/sgd.py `SGD.step`, then into
-`_single_tensor_sgd` or `_multi_tensor_sgd` to see `param.add_(grad, alpha=-lr)`.
+In the debugger: each phase below is one line. F11 on `optimizer.step()` lands
+in torch's wrapper around every optimizer's step (torch/optim/optimizer.py
+`wrapper`), not in `SGD.step`: add a function breakpoint named `step` (or
+`_single_tensor_sgd`) and continue (F5) to reach torch/optim/sgd.py and
+`param.add_(grad, alpha=-lr)`.
 """
 
 from __future__ import annotations

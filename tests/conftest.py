@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios._debugger import set_debugger_nodelay
 from scenarios._record import ROOT, scenario_names
-
-# A test run under the debugger ("Debug Test" in VSCode) answers VSCode at once too.
-set_debugger_nodelay()
 
 __all__ = ["ROOT", "run_main", "run_script", "scenario_module", "scenario_names"]
 
