@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from scenarios._ctrl_c import INTERRUPTED, hand_back
-from scenarios._debugger import set_debugger_nodelay
 from traces import NO_TRACE, Tracer
 
 SHARED_OPTIONS = {"trace", "save_trace", "device", "seed"}
@@ -215,7 +214,6 @@ def run_scenario(
     A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1;
     Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
-    set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
     hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
     try:
         args = build_parser(name, doc, add_options).parse_args(argv)
@@ -226,7 +224,6 @@ def run_scenario(
     except KeyboardInterrupt:
         print(f"scenarios/{name}.py: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
         return INTERRUPTED
-
 
 
 def one_line(error: Exception) -> str:

@@ -1,15 +1,19 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 2); every key is always present:
+Schema (``schema_version`` 3); every key is always present:
 
-- ``schema_version``: 2 (1 wrote absolute paths; 2 writes them as ``traces.paths`` says)
+- ``schema_version``: 3 (version 1 had no ``version`` in ``saved``; version 2
+  wrote absolute paths, 3 writes them as ``traces.paths`` says)
 - ``scenario``: the scenario's name, e.g. ``"backward"``
 - ``torch_version``, ``device``: where it ran
 - ``graph``: ``null`` when the scenario ran no traced backward, else
   - ``outputs``: ids of the output tensors' nodes
   - ``nodes``: ``{id, name, variable, leaf, saved, module}``; ``leaf`` is ``null``
     for a function node and a tensor summary for ``AccumulateGrad``; ``saved``
-    lists ``{name, shape, dtype, value, freed}`` for each ``_saved_*`` attribute;
+    lists ``{name, shape, dtype, value, freed, version}`` for each ``_saved_*``
+    attribute; ``version`` is a saved tensor's version counter (``_version``) when the
+    graph was walked, which is the version it was saved at (``null`` for a value that
+    is not a tensor, or one freed before the walk);
     ``module`` names the ``nn.Module`` whose forward made the node, or ``null``
   - ``edges``: ``{source, target, output_nr, input_nr, gradient}``: gradient flows
     from ``source`` to ``target``; ``gradient`` is the tensor summary that flowed
