@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scenarios._fashion import STANDIN_FOLDER, ensure_standin
 from scenarios._ctrl_c import INTERRUPTED, hand_back
+from scenarios._fashion import STANDIN_FOLDER, ensure_standin
 from scenarios._runner import ScenarioParser, output_folder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -173,7 +173,7 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
 
     Torch starts one thread per core. On a machine whose cores are busy with other
     work, those threads wait for each other at every operator and the training
-    loop runs many times slower (10x on two busy cores); so one thread per idle
+    loop runs many times slower (6 to 12 times on two busy cores); so one thread per idle
     core, judged by the load average of the last minute, and at least one.
     """
     if requested is not None:

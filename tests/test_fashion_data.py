@@ -114,7 +114,8 @@ def test_a_damaged_standin_is_written_again_and_the_first_line_says_why(standin,
     fashion = load_fashion_mnist(tmp_path)
     assert fashion.is_standin and fashion.generated_seconds is not None
     assert fashion.rebuilt_because == "train-labels-idx1-ubyte was missing"
-    assert f"(one simple shape per class, rebuilt now in {fashion.generated_seconds:.1f} s because " in fashion.describe()
+    rebuilt = f"(one simple shape per class, rebuilt now in {fashion.generated_seconds:.1f} s because "
+    assert rebuilt + "train-labels-idx1-ubyte was missing); " in fashion.describe()
     assert (raw / "t10k-images-idx3-ubyte").read_bytes() == whole
     assert sorted(p.name for p in raw.iterdir()) == sorted(FILES)  # no temporary files left
     assert ensure_standin(root) is None

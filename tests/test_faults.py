@@ -13,7 +13,6 @@ import ast
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -235,6 +234,11 @@ def test_an_empty_path_is_refused_rather_than_meaning_here(option, message, caps
     assert capsys.readouterr().err == f"scenarios/quickstart.py: error: argument {option}: {message} (see --help)\n"
 
 
+def test_the_largest_seed_torch_takes_is_accepted(capsys):
+    assert scenario_module("backward").main(["--seed", str(2**64 - 1)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 # --- Ctrl-C: one line, status 130, nothing left behind ------------------------------
 
 
@@ -418,7 +422,10 @@ def load_benchmarks():
         (["--runs", "-1"], "argument --runs: -1 is too small; it must be 1 or more"),
         (["--output", ""], "argument --output: the path is empty; give a file name"),
         (["--output", "{a_file}/results.json"], "argument --output: '{a_file}' is a file, not a folder"),
-        (["--output", "{read_only}/results.json"], "argument --output: cannot write into '{read_only}': permission denied"),
+        (
+            ["--output", "{read_only}/results.json"],
+            "argument --output: cannot write into '{read_only}': permission denied",
+        ),
     ],
 )
 def test_benchmark_options_are_checked_before_anything_runs(argv, message, tmp_path, monkeypatch, capsys):

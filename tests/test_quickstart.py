@@ -276,4 +276,5 @@ def test_without_a_load_average_torchs_choice_stays(monkeypatch):
         raise OSError("no load average here")
 
     monkeypatch.setattr("os.getloadavg", no_load_average)
-    assert choose_threads() == (torch.get_num_threads(), f"Threads: {torch.get_num_threads()}, torch's default (--threads N to choose)")
+    most = torch.get_num_threads()
+    assert choose_threads() == (most, f"Threads: {most}, torch's default (--threads N to choose)")
