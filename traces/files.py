@@ -138,7 +138,10 @@ def locked_temporary(path: Path) -> tuple[str, BinaryIO]:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         if fcntl is None:
             return name, open(handle, "w+b")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: clean-ups cannot lock it either, so they leave it
+            return name, open(handle, "w+b")
         try:
             if os.stat(name).st_ino == os.fstat(handle).st_ino:
                 return name, open(handle, "w+b")
