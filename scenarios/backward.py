@@ -15,6 +15,8 @@ into torch/_tensor.py `Tensor.backward`, then into torch/autograd/__init__.py
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 

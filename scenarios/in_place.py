@@ -23,6 +23,8 @@ tensor was saved at.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 

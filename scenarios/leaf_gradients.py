@@ -24,6 +24,8 @@ and look at the call stack: the engine calls it from inside backward.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass

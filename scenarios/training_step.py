@@ -18,6 +18,8 @@ in torch's wrapper around every optimizer's step (torch/optim/optimizer.py
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import argparse
 from collections import Counter
 from collections.abc import Iterator

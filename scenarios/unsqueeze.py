@@ -18,6 +18,8 @@ the trace for the nodes UnsqueezeBackward0 (out of place) and UnsqueezeBackward1
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 

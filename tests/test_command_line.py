@@ -30,6 +30,11 @@ def test_help_lists_the_shared_options(name, capsys):
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
         (["--seed", "-1"], "argument --seed: -1 is too small; it must be 0 or more"),
+        (
+            ["--seed", "18446744073709551616"],
+            "argument --seed: 18446744073709551616 is too large; it must be at most 18446744073709551615",
+        ),
+        (["--save-trace", ""], "argument --save-trace: the path is empty; give a folder"),
         (["--device", "toaster"], "argument --device: 'toaster' is not a device name"),
     ],
 )

@@ -7,6 +7,7 @@ differences, and if they are expected, regenerate with
 
 import copy
 import json
+import re
 
 import pytest
 from conftest import scenario_module, scenario_names
@@ -38,6 +39,22 @@ def test_a_fresh_run_matches_the_recorded_trace(name, tmp_path, request, capsys)
     found = differences(stable_view(recorded), stable_view(fresh))
     assert not found, f"{name}: the trace differs from traces/recorded/{name}.json:\n" + "\n".join(found)
     assert order_violations(fresh) == []
+
+
+def strings_in(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (dict, list)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from strings_in(item)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_recorded_trace_names_no_path_of_the_machine_that_recorded_it(name):
+    recorded = json.loads((RECORDED / f"{name}.json").read_text())
+    absolute = re.compile(r"(^|[\s'\"(])(/|~/|[A-Za-z]:\\)\w")  # /home/..., ~/..., C:\...
+    assert [text for text in strings_in(recorded) if absolute.search(text)] == []
+    assert all(entry["path"].startswith("torch/") for entry in recorded["source"])
 
 
 def test_differences_are_readable():

@@ -17,9 +17,9 @@ from typing import Any
 RELATIVE_TOLERANCE = 1e-4  # floats from different CPUs' kernels differ in the last digits
 
 # Facts that tell where and how fast a run went, not what torch did: timings,
-# paths, and the sentence naming the data folder in use.
+# paths, the sentence naming the data folder in use, and the threads torch used.
 MACHINE_FACT_SUFFIXES = ("_seconds", "_per_second", "_path")
-MACHINE_FACTS = {"data"}
+MACHINE_FACTS = {"data", "threads"}
 
 
 def machine_independent(facts: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 2); every key is always present:
+Schema (``schema_version`` 3); every key is always present:
 
-- ``schema_version``: 2 (version 1 had no ``version`` in ``saved``)
+- ``schema_version``: 3 (version 1 had no ``version`` in ``saved``; version 2
+  wrote absolute paths, 3 writes them as ``traces.paths`` says)
 - ``scenario``: the scenario's name, e.g. ``"backward"``
 - ``torch_version``, ``device``: where it ran
 - ``graph``: ``null`` when the scenario ran no traced backward, else
@@ -22,9 +23,15 @@ Schema (``schema_version`` 2); every key is always present:
   ``phase`` being ``"forward"`` (from the start of the run to the traced
   backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``
 - ``source``: torch's Python functions entered, in first-entry order:
-  ``{function, path, line, depth, calls}``
+  ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
+  torch is installed in, e.g. ``torch/autograd/__init__.py``
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
-- ``facts``: what the scenario's lesson function returned
+- ``facts``: what the scenario's lesson function returned (a fact whose name ends
+  in ``_path`` is a path, written like every other one)
+
+Every path goes through ``traces.paths.portable_path``, so that a saved trace
+holds nothing particular to the machine that wrote it: no user name, no
+virtual environment's folder. The terminal shows the absolute paths.
 
 A tensor summary is ``{shape, dtype, values, norm}``: ``values`` for tensors of at
 most 16 elements, ``norm`` for larger floating-point tensors.
@@ -38,9 +45,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from traces.paths import portable_path
 from traces.trace import Trace
 
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
     fields = dataclasses.asdict(trace)
+    for entry in fields["source"]:
+        entry["path"] = portable_path(entry["path"])
+    fields["facts"] = {
+        name: portable_path(value) if name.endswith("_path") and isinstance(value, str) else value
+        for name, value in fields["facts"].items()
+    }
     return {"schema_version": fields.pop("schema_version"), **fields}

@@ -17,7 +17,7 @@ from traces.modules import ModuleRecorder
 from traces.ops import OpCall, OpRecorder
 from traces.source import SourceEntry, SourceRecorder
 
-SCHEMA_VERSION = 2  # 2: saved tensors carry their version counter
+SCHEMA_VERSION = 3  # 2: saved tensors carry their version counter; 3: paths the same on every machine
 TORCH_DIR = os.path.dirname(torch.__file__)
 
 
