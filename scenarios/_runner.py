@@ -19,7 +19,7 @@ import torch
 from scenarios._debugger import set_debugger_nodelay
 from traces import NO_TRACE, Tracer
 
-SHARED_OPTIONS = {"trace", "save_trace", "device", "seed"}
+SHARED_OPTIONS = {"trace", "save_trace", "native", "device", "seed"}
 
 
 class ScenarioParser(argparse.ArgumentParser):
@@ -111,6 +111,12 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)",
     )
     parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --trace or --save-trace: also show the C++ path of each distinct ATen op, "
+        "from the Python binding down to the dispatcher (the first capture takes a second or two)",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         type=parse_device,
@@ -139,7 +145,10 @@ def run_scenario(
     A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1.
     """
     set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
-    args = build_parser(name, doc, add_options).parse_args(argv)
+    parser = build_parser(name, doc, add_options)
+    args = parser.parse_args(argv)
+    if args.native and not (args.trace or args.save_trace):
+        parser.error("--native adds the C++ path to a trace: use it with --trace or --save-trace")
     try:
         return run_lesson(name, lesson, narrate, args, show_trace)
     except (ScenarioError, OSError) as error:
@@ -149,7 +158,7 @@ def run_scenario(
 
 def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace) -> int:
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
-    tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
+    tracer = Tracer(native=args.native) if args.trace or args.save_trace else NO_TRACE
 
     torch.manual_seed(args.seed)
     with tracer.recording():

@@ -29,7 +29,7 @@ def test_a_fresh_run_matches_the_recorded_trace(name, tmp_path, request, capsys)
     assert scenario_module(name).main(record_argv(name, tmp_path, data, tmp_path)) == 0
     recorded = json.loads((RECORDED / f"{name}.json").read_text())
     fresh = json.loads((tmp_path / f"{name}.json").read_text())
-    assert fresh["schema_version"] == recorded["schema_version"] == 1
+    assert fresh["schema_version"] == recorded["schema_version"] == 2
     found = differences(stable_view(recorded), stable_view(fresh))
     assert not found, f"{name}: the trace differs from traces/recorded/{name}.json:\n" + "\n".join(found)
     assert order_violations(fresh) == []
