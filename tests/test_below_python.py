@@ -157,3 +157,63 @@ def model_trace(fashion_data):
 def test_the_models_nodes_carry_their_formulas(model_trace, name, op):
     derivatives = [n.derivative for n in model_trace.graph.nodes if n.name == name]
     assert derivatives and all(d.kind == "formula" and d.op == op and d.formulas for d in derivatives)
+
+
+# --- what the terminal shows ------------------------------------------------
+
+
+def rendered(trace) -> str:
+    from rich.console import Console
+
+    from traces.terminal import render_trace
+
+    console = Console(record=True, width=200)  # wide enough that no table cell wraps
+    render_trace(trace, console)
+    return console.export_text()
+
+
+def test_the_backward_view_shows_each_formula_next_to_its_numbers(trace):
+    text = rendered(trace)
+    for equation in (
+        "grad_a = grad * b = 1 * 2 = 2",
+        "grad_b = grad * a = 1 * 3 = 3",
+        "grad_x = grad * alpha = 2 * 1 = 2",
+        "grad_other: none (this input needs no gradient)",
+        "w.grad += 5",
+    ):
+        assert equation in text
+
+
+def test_the_graph_view_shows_the_formula_per_input_with_its_source(trace):
+    text = rendered(trace)
+    y = node(trace, "y").derivative
+    assert "grad_a = mul_tensor_backward(grad, other, self.scalar_type())  (for real tensors: grad * other)" in text
+    assert f"[1] tools/autograd/derivatives.yaml:{y.source.line}: mul.Tensor(Tensor self, Tensor other) -> Tensor" in text
+    lines = text.splitlines()
+    assert f"[1] {y.source.wheel_copy()}:{y.source.line}  {y.source.url}" in lines  # whole, so that it stays clickable
+
+
+def test_the_ops_view_shows_the_kernel_that_ran_and_where_it_is_registered(trace):
+    text = rendered(trace)
+    add = kernel(trace, "aten::add.Tensor")
+    assert "add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor; structured: the kernel is add.out's" in text
+    assert "dispatch: AutogradCPU (autograd kernel) → ADInplaceOrView (fallthrough) → CPU (kernel)" in text
+    assert "CPU kernel: at::native::structured_ufunc_add_CPU::impl (add.out lists ufunc_add_CPU for CPU)" in text
+    assert (
+        f"{add.registered.location}: written while torch was built, so not in the repository; "
+        f"generated from {add.registered.template_url}"
+    ) in text
+    assert f"C++ path: {NATIVE_NOT_ASKED}" in text
+
+
+def test_native_from_the_command_line_shows_the_cpp_path():
+    from conftest import run_script
+
+    result = run_script("scenarios/backward.py", "--trace", "--native")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "grad_a = grad * b = 1 * 2 = 2" in out
+    assert "C++ path, from the last Python line to the dispatcher" in out
+    assert "torch::autograd::THPVariable_add" in out and "at::_ops::add_Tensor::call" in out
+    assert "torch::autograd::generated::MulBackward0::apply" in out
+    assert "without the trace, the dispatcher calls the CPU kernel here: at::native::structured_mul_out::impl" in out

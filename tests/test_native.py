@@ -156,6 +156,18 @@ def test_large_tensors_show_their_shapes_in_the_equation(index):
     assert lines[1] == "grad_h = alpha * (grad @ mat2.T) = 1 * (float32[64, 10] @ float32[512, 10].T) = float32[64, 512]"
 
 
+def test_a_gradient_summed_back_over_broadcast_dimensions_says_so(index):
+    node = AutogradNode("n5", "AddmmBackward0", saved=[SavedValue("beta", value="1")])
+    step = SimpleNamespace(
+        arriving=[TensorSummary([64, 10], "float32", norm=1.0)],
+        leaving=[TensorSummary([10], "float32", norm=1.0), None, None],
+    )
+    lines = native.gradient_equations(native.node_derivative("AddmmBackward0", index), node, step, {0: "bias"})
+    assert lines[0] == (
+        "grad_bias = grad * beta = float32[64, 10] * 1 = float32[10] (summed over the dimensions broadcasting added in forward)"
+    )
+
+
 def test_a_formula_without_a_plain_form_is_shown_as_written(index):
     node = AutogradNode("n3", "TBackward0")
     step = SimpleNamespace(arriving=[scalar(1.0)], leaving=[scalar(1.0)])

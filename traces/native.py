@@ -545,8 +545,26 @@ def gradient_equations(derivative: NodeDerivative, node, step, slot_targets: Map
             continue
         formula = derivative.formula_for(name.split("[")[0])
         if formula is not None:
-            lines.append(equation(left, formula, variables, values, gradient_text(step.leaving[slot])))
+            line = equation(left, formula, variables, values, gradient_text(step.leaving[slot]))
+            lines.append(line + broadcast_note(formula, step.arriving[0] if step.arriving else None, step.leaving[slot]))
     return lines
+
+
+# Plain formulas that keep the shape of ``grad``: when the gradient that leaves
+# has another shape, the input was broadcast in forward, and autograd summed the
+# gradient back over the broadcast dimensions (as it does for every broadcast input).
+ELEMENTWISE_PLAIN_FORMULAS = {
+    "grad", "grad * other", "grad * self", "grad * alpha", "-grad * alpha", "grad * beta", "grad / other",
+    "-grad * self / other**2", "grad * (result > 0)",
+}  # fmt: skip
+
+
+def broadcast_note(formula: Formula, arriving, leaving) -> str:
+    if formula.plain not in ELEMENTWISE_PLAIN_FORMULAS or arriving is None or leaving is None:
+        return ""
+    if list(arriving.shape) == list(leaving.shape):
+        return ""
+    return " (summed over the dimensions broadcasting added in forward)"
 
 
 def equation(
