@@ -604,17 +604,20 @@ class DispatchStep:
     registered: SourceLink
 
 
-def dispatch_table(op: str) -> dict[str, DispatchStep]:
-    """Everything registered for an operator, by dispatch key, as the live dispatcher reports it."""
+def dispatch_table(op: str, keys: Iterable[str] | None = None) -> dict[str, DispatchStep]:
+    """What is registered for an operator, by dispatch key (only ``keys``, when given), as the live dispatcher says."""
     try:
         dump = torch._C._dispatch_dump_table(op)
     except RuntimeError:
         return {}  # not an operator the dispatcher knows
+    wanted = set(keys) if keys is not None else None
     table = {}
     for line in dump.splitlines():
+        key = line.partition(":")[0]
+        if wanted is not None and key not in wanted:
+            continue  # a hundred-odd keys per op: link only the ones asked for
         match = REGISTRATION.match(line.strip())
         if match:
-            key = match["key"]
             table[key] = DispatchStep(
                 key, match["kind"], bool(match["fallthrough"]), link_for_build_path(match["path"], int(match["line"]))
             )
@@ -707,7 +710,7 @@ def find_kernel(functions: Mapping[str, dict], name: str, key: str) -> tuple[str
 def describe_op(op: str, keys: list[str], index: Index | None = None, phase: str = "forward") -> OpKernel:
     """Everything known below the operator ``op`` ("aten::mul.Tensor"), called with tensors of ``keys``."""
     index = index if index is not None else installed_index()
-    table = dispatch_table(op)
+    table = dispatch_table(op, keys)
     kernel = OpKernel(op=op, phase=phase, device_key=keys[0] if keys else None, dispatch=dispatch_path(table, keys))
     if kernel.device_key in table:
         kernel.registered = table[kernel.device_key].registered
