@@ -217,3 +217,15 @@ def test_native_from_the_command_line_shows_the_cpp_path():
     assert "torch::autograd::THPVariable_add" in out and "at::_ops::add_Tensor::call" in out
     assert "torch::autograd::generated::MulBackward0::apply" in out
     assert "without the trace, the dispatcher calls the CPU kernel here: at::native::structured_mul_out::impl" in out
+
+
+def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path):
+    from conftest import run_script
+
+    output = tmp_path / "below.json"
+    result = run_script("benchmarks/below_python.py", "--runs", "1", "--output", str(output), timeout=600)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(output.read_text())
+    assert set(figures["seconds"]) == {"plain", "--trace", "--trace --native"}
+    assert figures["ratio_to_plain"]["plain"] == 1.0 and figures["trace_with_an_empty_cache_s"] > 0
+    assert "target --trace / plain <= 1.2: " in result.stdout

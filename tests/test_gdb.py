@@ -45,7 +45,7 @@ def test_the_command_stops_only_in_the_function_not_its_plt_stub():
     commands = [argv[i + 1] for i, part in enumerate(argv) if part == "-ex"]
     assert commands.index("tcatch load libtorch_cpu") < commands.index("run") < commands.index("sharedlibrary libtorch_cpu")
     assert 'break at::native::structured_mul_out::impl if !$_caller_matches(".*@plt$", 0)' in commands
-    assert commands[-3:] == ["continue", "backtrace", "kill"]
+    assert commands[-4:] == ["continue", "backtrace", "x/4i $pc", "kill"]
     assert argv[:4] == ["gdb", "-q", "-batch", "-nx"]
     assert argv[-3:] == ["--args", "python", "scenarios/backward.py"]
 
@@ -55,6 +55,15 @@ def test_an_interactive_session_reads_your_gdbinit_and_ends_at_the_prompt():
     assert "-batch" not in argv and "-nx" not in argv and "kill" not in argv
     assert "sharedlibrary libtorch_cuda" not in argv
     assert "sharedlibrary libtorch_cuda" in gdb.gdb_argv(["python", "x.py"], ["f"], cuda=True)
+
+
+def test_pythons_own_gdb_helper_is_trusted_where_it_exists(tmp_path):
+    python = tmp_path / "python3.99"
+    python.write_text("")
+    assert "-iex" not in gdb.gdb_argv([str(python), "x.py"], ["f"])
+    (tmp_path / "python3.99-gdb.py").write_text("")
+    argv = gdb.gdb_argv([str(python), "x.py"], ["f"])
+    assert argv[argv.index("-iex") + 1] == f"add-auto-load-safe-path {tmp_path / 'python3.99-gdb.py'}"
 
 
 def test_an_op_is_turned_into_the_kernel_the_ops_view_names():
@@ -97,6 +106,8 @@ def test_gdb_stops_in_the_mul_kernel_of_the_backward_scenario_called_from_python
     assert frames, result.stdout[-2000:] + result.stderr[-2000:]
     assert re.match(r"#0 .* in at::native::structured_mul_out::impl\(at::Tensor const&", frames[0])
     assert "@plt" not in frames[0]
+    assert frames[0].endswith("libtorch_cpu.so") and " at " not in frames[0]  # a function name, no source line
+    assert re.search(r"^=> 0x[0-9a-f]+ <at::native::structured_mul_out::impl", out, re.MULTILINE)  # its machine code
     chain = "\n".join(frames)
     for function in ("wrapper_CPU_mul_Tensor", "at::_ops::mul_Tensor::redispatch", "VariableType::(anonymous namespace)::mul_Tensor",
                      "at::_ops::mul_Tensor::call", "torch::autograd::THPVariable_mul"):  # fmt: skip

@@ -40,6 +40,7 @@ def gdb_commands(symbols: list[str], libraries: tuple[str, ...] = LIBRARIES) -> 
     """The gdb commands that run the program to the first of ``symbols`` and print the stack."""
     return [
         "set pagination off",
+        "set print asm-demangle on",  # C++ names, not mangled ones, in the machine code
         "set breakpoint pending on",
         "set auto-solib-add off",  # read no library's symbols unless asked below
         "tcatch load libtorch_cpu",  # stop once, when Python loads torch's C++ libraries
@@ -48,6 +49,7 @@ def gdb_commands(symbols: list[str], libraries: tuple[str, ...] = LIBRARIES) -> 
         *(f"break {symbol} {NOT_IN_PLT}" for symbol in symbols),
         "continue",
         "backtrace",
+        "x/4i $pc",  # the machine code at the stop: with no debug information, this is the kernel's text
     ]
 
 
