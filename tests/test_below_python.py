@@ -229,3 +229,21 @@ def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path):
     assert set(figures["seconds"]) == {"plain", "--trace", "--trace --native"}
     assert figures["ratio_to_plain"]["plain"] == 1.0 and figures["trace_with_an_empty_cache_s"] > 0
     assert "target --trace / plain <= 1.2: " in result.stdout
+
+
+def test_a_trace_with_an_unwritable_cache_folder_still_shows_the_formulas(tmp_path, monkeypatch, capsys):
+    from scenarios.backward import main
+    from traces import native
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("TORCH_STEPTHROUGH_CACHE", str(blocked / "cache"))  # nothing can be created there
+    monkeypatch.setenv("COLUMNS", "200")  # no table cell wraps
+    native.installed_index.cache_clear()
+    try:
+        assert main(["--trace"]) == 0
+        assert native.installed_index().origin.startswith("built in memory; not cached: ")
+    finally:
+        native.installed_index.cache_clear()  # the next test loads the usual cache again
+    assert "grad_a = grad * b = 1 * 2 = 2" in capsys.readouterr().out
+    assert blocked.read_text() == ""

@@ -240,6 +240,13 @@ def test_an_op_outside_native_functions_yaml_says_where_it_is_registered(index):
     assert op.registered.path == "torch/csrc/autograd/record_function_ops.cpp" and COMMIT in op.registered.url
 
 
+def test_without_an_index_an_op_still_has_its_dispatch_path_and_says_what_is_missing():
+    empty = native.Index(origin="not built", problem="this torch install has no copy of tools/autograd/derivatives.yaml")
+    mul = native.describe_op("aten::mul.Tensor", cpu_keys(), empty)
+    assert mul.note == "native_functions.yaml could not be read: this torch install has no copy of tools/autograd/derivatives.yaml"
+    assert mul.symbol is None and [step.key for step in mul.dispatch] == ["AutogradCPU", "ADInplaceOrView", "CPU"]
+
+
 def test_an_unknown_op_has_no_dispatch_table():
     assert native.dispatch_table("aten::no_such_op") == {}
 

@@ -716,6 +716,9 @@ def describe_op(op: str, keys: list[str], index: Index | None = None, phase: str
         kernel.registered = table[kernel.device_key].registered
     namespace, _, name = op.partition("::")
     entry = index.functions.get(name) if namespace == "aten" else None
+    if entry is None and index.problem:
+        kernel.note = f"native_functions.yaml could not be read: {index.problem}"
+        return kernel
     if entry is None:
         kernel.note = (
             f"not in native_functions.yaml: {op} is registered with the dispatcher directly "
