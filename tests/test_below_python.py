@@ -223,11 +223,11 @@ def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path):
     from conftest import run_script
 
     output = tmp_path / "below.json"
-    result = run_script("benchmarks/below_python.py", "--runs", "1", "--output", str(output), timeout=600)
+    result = run_script("benchmarks/below_python.py", "--quick", "--output", str(output), timeout=600)
     assert result.returncode == 0, result.stderr
     figures = json.loads(output.read_text())
-    assert set(figures["seconds"]) == {"plain", "--trace", "--trace --native"}
-    assert figures["ratio_to_plain"]["plain"] == 1.0 and figures["trace_with_an_empty_cache_s"] > 0
+    assert figures["runs"] == 1 and set(figures["seconds"]) == {"plain", "--trace", "--trace --native"}
+    assert figures["ratio_to_plain"]["plain"] == 1.0
     assert "target --trace / plain <= 1.2: " in result.stdout
 
 
@@ -235,6 +235,8 @@ def test_a_trace_with_an_unwritable_cache_folder_still_shows_the_formulas(tmp_pa
     from scenarios.backward import main
     from traces import native
 
+    built = native.read_cache(native.cache_file(native.cache_folder())) or native.build_index()
+    monkeypatch.setattr(native, "build_index", lambda: built)  # tests/test_native.py tests a real build
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setenv("TORCH_STEPTHROUGH_CACHE", str(blocked / "cache"))  # nothing can be created there

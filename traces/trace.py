@@ -38,7 +38,7 @@ class Trace:
     source_skipped: str | None = None  # why there is no source view, when there is none
     facts: dict[str, Any] = field(default_factory=dict)
     torch_commit: str = ""  # the commit (or release tag) every link points at
-    kernels: list[OpKernel] = field(default_factory=list)  # below each ATen op, one per op, in first-call order
+    kernels: list[OpKernel] = field(default_factory=list)  # below each ATen op: one per phase and op, in first-call order
     native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
