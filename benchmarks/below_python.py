@@ -84,8 +84,8 @@ def main() -> int:
         parser.error("--runs must be 1 or more")
     runs = 1 if args.quick else args.runs
     figures = measure(runs, args.quick)
-    load = figures["load_average"]
-    print(f"scenarios/backward.py, median of {runs} on {figures['cores']} cores (load average {load['before']:.1f} before, {load['after']:.1f} after):")
+    load = {when: "n/a" if value is None else f"{value:.1f}" for when, value in figures["load_average"].items()}
+    print(f"scenarios/backward.py, median of {runs} on {figures['cores']} cores (load average {load['before']} before, {load['after']} after):")
     for label, seconds in figures["seconds"].items():
         print(f"  {label:<22} {seconds:6.2f} s  {figures['ratio_to_plain'][label]:.2f}x")
     if figures["trace_with_an_empty_cache_s"] is not None:
