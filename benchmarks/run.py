@@ -14,7 +14,7 @@ Measured:
 - the import time of each scenario module beyond torch (`python -X importtime`);
 - a debug session driven like VSCode: adapter start to the stop in torch, and to
   exit, against a plain run; and the round trip of the requests VSCode sends
-  while paused, with and without TCP_NODELAY (scenarios/_debugger.py);
+  while paused, with and without TCP_NODELAY (the debugger extension, pydevd_plugins/);
 - the quickstart's training loop on the stand-in: samples per second and
   seconds per epoch, and the default run (5 epochs) start to finish;
 - the whole pytest suite.
@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from debug_startup import debug_run  # noqa: E402
 from debugger_requests import round_trips  # noqa: E402
 
-from scenarios._debugger import TURN_OFF_VARIABLE  # noqa: E402
+from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE as TURN_OFF_VARIABLE  # noqa: E402
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin  # noqa: E402
 from scenarios._record import quick_options, scenario_names  # noqa: E402
 from traces.files import write_atomically  # noqa: E402

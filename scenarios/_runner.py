@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from scenarios._debugger import set_debugger_nodelay
 from traces import NO_TRACE, Tracer
 
 SHARED_OPTIONS = {"trace", "save_trace", "native", "device", "seed"}
@@ -144,7 +143,6 @@ def run_scenario(
     ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
     A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1.
     """
-    set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
     parser = build_parser(name, doc, add_options)
     args = parser.parse_args(argv)
     if args.native and not (args.trace or args.save_trace):

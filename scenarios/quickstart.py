@@ -5,7 +5,9 @@ DataLoader(batch_size=64), a three-layer MLP, CrossEntropyLoss, SGD(lr=1e-3), fi
 epochs), made to run offline: without the real data it trains on a stand-in in
 the same format (see scenarios/_fashion.py; --download fetches the real one).
 The model is saved atomically and reloaded with torch.load(..., weights_only=True),
-which refuses a checkpoint whose pickle would run code.
+which refuses a checkpoint whose pickle would run code. The test loop runs under
+torch.no_grad(), so it builds no graph (its predictions have no grad_fn);
+model.eval() alone would not stop autograd from recording (see training_step.py).
 
 In the debugger: put a breakpoint on `optimizer.step()` in `train` and step in
 (F11) to torch/optim/sgd.py `SGD.step`, or on `torch.load` in `load_model` to see
@@ -49,6 +51,7 @@ class QuickstartFacts:
     first_batch: dict[str, str]  # shape and dtype of X and y in the first batch
     accuracy: list[float]  # test accuracy after each epoch, in percent
     avg_loss: list[float]  # average test loss after each epoch
+    test_grad_fns: list[str | None]  # the test loop's last pred.grad_fn, each epoch: None under no_grad
     train_seconds: float  # time spent in train(), all epochs
     samples_per_second: float  # training samples through train() per second
     model_path: str
@@ -95,7 +98,8 @@ def test(dataloader, model, loss_fn, device):
     test_loss /= num_batches
     correct /= size
     print(f"Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n")
-    return 100 * correct, test_loss
+    graph = None if pred.grad_fn is None else type(pred.grad_fn).__name__  # None: no_grad recorded nothing
+    return 100 * correct, test_loss, graph
 
 
 def progress_bar():
@@ -174,15 +178,16 @@ def quickstart(
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
-    accuracy, avg_loss, train_seconds = [], [], 0.0
+    accuracy, avg_loss, test_grad_fns, train_seconds = [], [], [], 0.0
     for t in range(epochs):
         print(f"Epoch {t+1}\n-------------------------------")
         start = time.perf_counter()
         train(train_dataloader, model, loss_fn, optimizer, device, tracer if t == 0 else NO_TRACE)
         train_seconds += time.perf_counter() - start
-        epoch_accuracy, epoch_loss = test(test_dataloader, model, loss_fn, device)
+        epoch_accuracy, epoch_loss, test_grad_fn = test(test_dataloader, model, loss_fn, device)
         accuracy.append(epoch_accuracy)
         avg_loss.append(epoch_loss)
+        test_grad_fns.append(test_grad_fn)
     print("Done!")
 
     x, y = test_data[0][0], test_data[0][1]
@@ -209,6 +214,7 @@ def quickstart(
         first_batch=first_batch,
         accuracy=accuracy,
         avg_loss=avg_loss,
+        test_grad_fns=test_grad_fns,
         train_seconds=round(train_seconds, 3),
         samples_per_second=round(samples / train_seconds, 1),
         model_path=str(model_path),
@@ -227,6 +233,10 @@ def narrate(facts: QuickstartFacts) -> Iterator[str]:
     yield f"Trained on {facts.train_size} and tested on {facts.test_size} images of {data}"
     accuracies = ", ".join(f"{value:.1f}%" for value in facts.accuracy)
     yield f"Test accuracy after each epoch: {accuracies} (chance is 10%)"
+    yield (
+        f"The test loop ran under torch.no_grad(): its predictions' grad_fn, each epoch: {facts.test_grad_fns}"
+        " (no graph built; model.eval() alone would not do that)"
+    )
     yield f"The training loop ran {facts.samples_per_second:.0f} samples/s ({facts.train_seconds:.1f} s in train())"
     yield f"Saved atomically to {facts.model_path} (a temporary file in the same folder, then os.replace)"
     yield (

@@ -11,7 +11,7 @@ import torch
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from conftest import run_script
+from conftest import run_main, run_script
 from scenarios._fashion import CLASSES, STANDIN_FOLDER, NeuralNetwork
 from scenarios.quickstart import load_model, main, quickstart, save_model
 
@@ -51,6 +51,11 @@ def test_it_prints_the_tutorials_lines(run):
     accuracy = re.findall(r"^ Accuracy: (\d+\.\d)%, Avg loss: (\d\.\d{6}) $", printed, re.MULTILINE)
     assert accuracy == [(f"{facts.accuracy[0]:.1f}", f"{facts.avg_loss[0]:.6f}")]
     assert "Done!\n" in printed
+
+
+def test_the_test_loop_builds_no_graph(run):
+    facts, _, _ = run
+    assert facts.test_grad_fns == [None]  # without torch.no_grad(): ["AddmmBackward0"]
 
 
 def test_the_model_is_saved_and_reloads_with_identical_parameters(run):
@@ -98,6 +103,29 @@ def test_the_script_end_to_end(fashion_data, tmp_path):
     assert re.search(r'^Predicted: "[^"]+", Actual: "[^"]+"$', result.stdout, re.MULTILINE)
     assert "Reloaded with torch.load(..., weights_only=True): parameters identical = True" in result.stdout
     assert model_path.is_file()
+
+
+def test_the_narrative_states_each_fact_with_its_value(fashion_data, tmp_path, monkeypatch, capsys):
+    model_path = tmp_path / "model.pth"
+    argv = ["--epochs", "1", "--limit", "128", "--data", str(fashion_data), "--model", str(model_path)]
+    facts, lines = run_main("quickstart", argv, monkeypatch, capsys)
+    start = lines.index("What this run showed:") - 1
+    assert lines[start - 1] == f'Predicted: "{facts.predicted}", Actual: "{facts.actual}"'  # the tutorial's last line
+    assert lines[start:] == [
+        "",
+        "What this run showed:",
+        "The first batch: X [64, 1, 28, 28] torch.float32 (ToTensor scaled pixels to [0, 1]), y [64] torch.int64",
+        "Trained on 128 and tested on 128 images of the stand-in",
+        f"Test accuracy after each epoch: {facts.accuracy[0]:.1f}% (chance is 10%)",
+        "The test loop ran under torch.no_grad(): its predictions' grad_fn, each epoch: [None]"
+        " (no graph built; model.eval() alone would not do that)",
+        f"The training loop ran {facts.samples_per_second:.0f} samples/s ({facts.train_seconds:.1f} s in train())",
+        f"Saved atomically to {model_path} (a temporary file in the same folder, then os.replace)",
+        "Reloaded with torch.load(..., weights_only=True): parameters identical = True; the trained model"
+        f' predicted "{facts.predicted_before_saving}", the reloaded one "{facts.predicted}"',
+    ]
+    assert f" Accuracy: {facts.accuracy[0]:.1f}%, Avg loss: {facts.avg_loss[0]:.6f} " in lines
+    assert facts.predicted == facts.predicted_before_saving
 
 
 class CreatesAFile:

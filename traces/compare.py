@@ -1,7 +1,8 @@
 """Compare two saved traces on what does not depend on the machine.
 
-Kept: node names, variables and modules, edges, the gradients on them, which
-nodes backward ran, the facts, and the ATen op names per phase. Left out: the
+Kept: node names, variables and modules, what each node saved (and whether
+backward freed it, and a saved tensor's version), edges, the gradients on them,
+which nodes backward ran, the facts, and the ATen op names per phase. Left out: the
 torch version, the device, the source view (paths and line numbers move with
 every torch release and install), facts that are timings or paths, and the
 exact backward order (any order that
@@ -42,7 +43,7 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
                 "variable": node["variable"],
                 "module": node["module"],
                 "leaf": node["leaf"],
-                "saved": [(saved["name"], saved["freed"]) for saved in node["saved"]],
+                "saved": [(saved["name"], saved["freed"], saved.get("version")) for saved in node["saved"]],
             }
             for node in graph["nodes"]
         ],

@@ -31,6 +31,10 @@ class SavedValue:
     dtype: str | None = None  # for a saved tensor
     value: str | None = None  # for anything else (a scalar, a size), as text
     freed: bool = False  # backward already released it
+    # For a saved tensor, its version counter (``_version``) when the graph was walked.
+    # ``_saved_<name>`` can be read only while that still equals the version the node
+    # saved it at (the check backward makes too), so it is also the saved version.
+    version: int | None = None
     values: float | list | None = None  # a small saved tensor's values (for the formula's numbers)
 
 
@@ -167,7 +171,67 @@ def read_saved_values(fn) -> list[SavedValue]:
             saved.append(SavedValue(name, freed=True))
             continue
         if isinstance(value, torch.Tensor):
-            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value), values=small_values(value)))
+            saved.append(
+                SavedValue(
+                    name, shape=list(value.shape), dtype=dtype_name(value), version=value._version, values=small_values(value)
+                )
+            )
         else:
             saved.append(SavedValue(name, value=repr(value)))
     return saved
+
+
+@dataclass(frozen=True)
+class NotRead:
+    """A saved value that was not read, and why."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+FREED = NotRead("freed by backward")
+PACKED = NotRead("packed by a saved-tensor hook (not unpacked: that would run the hook)")
+UNREADABLE = NotRead("not readable without its unpack hook in this torch version")
+
+
+def saved_for_backward(fn) -> dict[str, object]:
+    """What a node saved for backward, by name (``self`` for ``_saved_self``), read
+    without running any saved-tensor unpack hook.
+
+    Each value is the tensor as saved, another saved value (a number, a size), or
+    a ``NotRead``: FREED once backward released it, PACKED where a
+    ``saved_tensors_hooks`` pack hook replaced it. Tensors are read through the
+    node's ``_raw_saved_*`` handles (``torch._C._autograd.SavedTensor``), so
+    neither an unpack hook nor the in-place version check runs.
+    """
+    saved: dict[str, object] = {}
+    for attribute in sorted(dir(fn)):
+        if attribute.startswith("_raw_saved_"):
+            name = attribute.removeprefix("_raw_saved_")
+            raw = getattr(fn, attribute)
+            if isinstance(raw, (list, tuple)):
+                saved[name] = [_read_saved_tensor(fn, name, item) for item in raw]
+            else:
+                saved[name] = _read_saved_tensor(fn, name, raw)
+        elif attribute.startswith("_saved_") and not hasattr(fn, "_raw" + attribute):
+            # Not a tensor (a number, a size, a bool): no hook can be involved.
+            saved[attribute.removeprefix("_saved_")] = getattr(fn, attribute)
+    return dict(sorted(saved.items()))
+
+
+def _read_saved_tensor(fn, name: str, raw) -> object:
+    if not hasattr(raw, "unpack_hook") or not hasattr(raw, "data"):
+        return UNREADABLE
+    if raw.unpack_hook is not None:
+        return PACKED
+    if raw.data is not None:
+        return raw.data
+    # No data: released by backward, or nothing was saved (an optional input that was None).
+    try:
+        return getattr(fn, f"_saved_{name}", None)  # no unpack hook: reading runs none
+    except RuntimeError as error:
+        if FREED_MESSAGE in str(error):
+            return FREED
+        raise

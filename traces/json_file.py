@@ -2,16 +2,19 @@
 
 Schema (``schema_version`` 2); every key is always present:
 
-- ``schema_version``: 2 (version 1 had no ``derivative``, ``values``,
-  ``torch_commit``, ``kernels`` or ``native_skipped``)
+- ``schema_version``: 3 (version 1 had no ``version`` in ``saved``; version 2
+  had no ``derivative``, ``values``, ``torch_commit``, ``kernels`` or ``native_skipped``)
 - ``scenario``: the scenario's name, e.g. ``"backward"``
 - ``torch_version``, ``device``: where it ran
 - ``graph``: ``null`` when the scenario ran no traced backward, else
   - ``outputs``: ids of the output tensors' nodes
   - ``nodes``: ``{id, name, variable, leaf, saved, module, derivative}``; ``leaf``
     is ``null`` for a function node and a tensor summary for ``AccumulateGrad``;
-    ``saved`` lists ``{name, shape, dtype, value, freed, values}`` for each
-    ``_saved_*`` attribute (``values``: a small tensor's numbers, else ``null``);
+    ``saved`` lists ``{name, shape, dtype, value, freed, version, values}`` for each
+    ``_saved_*`` attribute; ``version`` is a saved tensor's version counter
+    (``_version``) when the graph was walked, which is the version it was saved at
+    (``null`` for a value that is not a tensor, or one freed before the walk);
+    ``values`` a small saved tensor's numbers, else ``null``;
     ``module`` names the ``nn.Module`` whose forward made the node, or ``null``;
     ``derivative`` says what computes the node's gradients (below)
   - ``edges``: ``{source, target, output_nr, input_nr, gradient}``: gradient flows

@@ -82,6 +82,8 @@ def node_text(node: AutogradNode) -> str:
 def saved_text(saved) -> str:
     if saved.shape is not None:
         text = f"{saved.name} {saved.dtype}{saved.shape}"
+        if saved.version is not None:  # the version it was saved at, which backward checks
+            text += f" _version={saved.version}"
     elif saved.value is not None:
         text = escape(f"{saved.name}={saved.value}")
     else:  # freed before the graph was walked: nothing is known of it but its name

@@ -18,7 +18,7 @@ from traces.native import OpKernel, describe_ops, installed_index, node_derivati
 from traces.ops import OpCall, OpRecorder
 from traces.source import SourceEntry, SourceRecorder
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: saved tensors carry their version counter; 3: what is below Python
 TORCH_DIR = os.path.dirname(torch.__file__)
 TRACES_DIR = os.path.dirname(os.path.abspath(__file__))
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
