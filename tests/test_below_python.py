@@ -128,7 +128,7 @@ def links(value):
 
 def test_the_json_holds_formulas_kernels_and_links_at_torchs_commit(native_trace):
     data = json.loads(json.dumps(trace_to_dict(native_trace)))
-    assert data["schema_version"] == 2 and data["torch_commit"] == COMMIT
+    assert data["schema_version"] == 3 and data["torch_commit"] == COMMIT
     mul = next(n for n in data["graph"]["nodes"] if n["variable"] == "y")
     assert mul["derivative"]["formulas"][0]["plain"] == "grad * other"
     add = next(k for k in data["kernels"] if k["op"] == "aten::add.Tensor")
