@@ -198,8 +198,8 @@ CPP_NODES = {
     "Error": ("torch/csrc/autograd/functions/basic_ops.h", "raises an error when backward reaches it"),
     "NotImplemented": ("torch/csrc/autograd/functions/basic_ops.h", "an operation with no derivative: raises when reached"),
     "DelayedError": ("torch/csrc/autograd/functions/basic_ops.h", "raises an error when backward reaches it"),
-    "UndefinedGrad": ("torch/csrc/autograd/functions/basic_ops.h", "passes an undefined gradient on"),
-    "UndefinedGradBackward": ("torch/csrc/autograd/functions/basic_ops.h", "the backward of UndefinedGrad"),
+    "UndefinedGrad": ("torch/csrc/autograd/functions/basic_ops.h", "turns its gradient into an undefined one"),
+    "UndefinedGradBackward": ("torch/csrc/autograd/functions/basic_ops.h", "passes undefined gradients on"),
     "Identity": ("torch/csrc/autograd/functions/basic_ops.h", "passes its gradient on unchanged"),
 }
 
