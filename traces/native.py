@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 # Bump when the cached index's layout changes: old cache files are then ignored.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 REPOSITORY = "https://github.com/pytorch/pytorch"
 DERIVATIVES_YAML = "tools/autograd/derivatives.yaml"
@@ -296,9 +296,9 @@ def function_entries(parsed) -> dict[str, dict]:
 
 
 def cpp_node_entries() -> dict[str, dict]:
-    """Each hand-written C++ node: its header and the line that declares it."""
+    """Each hand-written C++ node: its header and the line that declares it (read from the installed header)."""
     entries = {}
-    for name, (header, description) in CPP_NODES.items():
+    for name, (header, _) in CPP_NODES.items():
         line = None
         local = repository_link(header).wheel_copy()
         if local is not None:
@@ -307,7 +307,7 @@ def cpp_node_entries() -> dict[str, dict]:
                 if declaration.match(text):
                     line = number
                     break
-        entries[name] = {"header": header, "line": line, "description": description}
+        entries[name] = {"header": header, "line": line}
     return entries
 
 
@@ -460,9 +460,10 @@ def node_derivative(name: str, index: Index | None = None) -> NodeDerivative:
             ],
             source=repository_link(DERIVATIVES_YAML, entry["line"]),
         )
-    cpp = index.cpp_nodes.get(name)
-    if cpp is not None:
-        return NodeDerivative("c++", f"written in C++, no formula: {cpp['description']}", source=repository_link(cpp["header"], cpp["line"]))
+    if name in CPP_NODES:
+        header, description = CPP_NODES[name]
+        line = index.cpp_nodes.get(name, {}).get("line")  # the cache keeps where, this module says what
+        return NodeDerivative("c++", f"written in C++, no formula: {description}", source=repository_link(header, line))
     if name == "CompiledFunctionBackward":
         return NodeDerivative(
             "compiled",
