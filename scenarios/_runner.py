@@ -26,7 +26,7 @@ import torch
 from scenarios._ctrl_c import INTERRUPTED, hand_back
 from traces import NO_TRACE, Tracer
 
-SHARED_OPTIONS = {"trace", "save_trace", "device", "seed"}
+SHARED_OPTIONS = {"trace", "save_trace", "native", "device", "seed"}
 
 
 class ScenarioParser(argparse.ArgumentParser):
@@ -184,6 +184,12 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)",
     )
     parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --trace or --save-trace: also show the C++ path of each distinct ATen op, "
+        "from the Python binding down to the dispatcher (the first capture takes a second or two)",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         type=parse_device,
@@ -215,8 +221,11 @@ def run_scenario(
     Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
     hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
+    parser = build_parser(name, doc, add_options)
     try:
-        args = build_parser(name, doc, add_options).parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.native and not (args.trace or args.save_trace):
+            parser.error("--native adds the C++ path to a trace: use it with --trace or --save-trace")
         return run_lesson(name, lesson, narrate, args, show_trace)
     except (ScenarioError, OSError) as error:
         print(f"scenarios/{name}.py: error: {one_line(error)}", file=sys.stderr)
@@ -232,7 +241,7 @@ def one_line(error: Exception) -> str:
 
 def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace) -> int:
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
-    tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
+    tracer = Tracer(native=args.native) if args.trace or args.save_trace else NO_TRACE
 
     torch.manual_seed(args.seed)
     with tracer.recording():

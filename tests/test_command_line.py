@@ -20,7 +20,7 @@ def test_help_lists_the_shared_options(name, capsys):
         scenario_module(name).main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--trace", "--save-trace", "--device", "--seed"):
+    for option in ("--trace", "--save-trace", "--native", "--device", "--seed"):
         assert option in out
 
 
@@ -36,6 +36,7 @@ def test_help_lists_the_shared_options(name, capsys):
         ),
         (["--save-trace", ""], "argument --save-trace: the path is empty; give a folder"),
         (["--device", "toaster"], "argument --device: 'toaster' is not a device name"),
+        (["--native"], "--native adds the C++ path to a trace: use it with --trace or --save-trace"),
     ],
 )
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -89,3 +90,10 @@ def test_trace_prints_all_four_views_and_saves_json(name, tmp_path, request, cap
     data = json.loads((tmp_path / f"{name}.json").read_text())
     assert data["scenario"] == name
     assert data["graph"]["nodes"] and data["backward"]
+    # Below Python: every node has a formula or says what it is instead, every op its kernel.
+    for node in data["graph"]["nodes"]:
+        derivative = node["derivative"]
+        assert derivative["kind"] in ("formula", "c++", "custom", "compiled"), (node["name"], derivative)
+        assert derivative["summary"] and (derivative["kind"] != "formula" or derivative["formulas"])
+    assert {k["op"] for k in data["kernels"]} == {call["op"] for call in data["ops"]}
+

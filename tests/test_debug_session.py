@@ -448,7 +448,7 @@ def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
     # The README's attach command, with a free port instead of 5678 (tests run side by side).
     script = tmp_path / "attached.py"
     script.write_text("import torch\n\nw = torch.ones(3, requires_grad=True)\ny = w * 2\nprint('attached', y.sum().item())\n")
-    [attach] = [config for config in test_launch_configs.CONFIGURATIONS if config["request"] == "attach"]
+    [attach] = [config for config in test_launch_configs.PYTHON_CONFIGURATIONS if config["request"] == "attach"]
     port = free_port()
     program = subprocess.Popen(
         [sys.executable, "-m", "debugpy", "--listen", f"127.0.0.1:{port}", "--wait-for-client", str(script)],

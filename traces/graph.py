@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
-from traces.tensors import TensorSummary, dtype_name, summarize
+from traces.native import NodeDerivative
+from traces.tensors import MAX_VALUES, TensorSummary, dtype_name, summarize, tracer_at_work
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -33,6 +35,7 @@ class SavedValue:
     # ``_saved_<name>`` can be read only while that still equals the version the node
     # saved it at (the check backward makes too), so it is also the saved version.
     version: int | None = None
+    values: float | list | None = None  # a small saved tensor's values (for the formula's numbers)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class AutogradNode:
     leaf: TensorSummary | None = None  # for AccumulateGrad: the leaf tensor
     saved: list[SavedValue] = field(default_factory=list)
     module: str | None = None  # the nn.Module whose forward made the node, where known
+    derivative: NodeDerivative | None = None  # what computes its gradients (traces.native), once traced
 
     @property
     def is_leaf(self) -> bool:
@@ -139,6 +143,19 @@ def describe_graph(
     return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges)
 
 
+def small_values(tensor: torch.Tensor) -> float | list | None:
+    """A small saved tensor's values (the numbers of its node's formula), else None.
+
+    Read with dispatch modes off: under the ops view's mode, a wrapped number
+    (the 2 saved by ``x * 2``) reaches the mode as a plain Python number, which
+    no operator accepts as a tensor.
+    """
+    if tensor.numel() > MAX_VALUES:
+        return None
+    with tracer_at_work(), _disable_current_modes():  # the tracer's work: not in the source view either
+        return summarize(tensor).values
+
+
 def read_saved_values(fn) -> list[SavedValue]:
     """What a node saved for backward, read through its ``_saved_*`` attributes."""
     saved = []
@@ -154,7 +171,11 @@ def read_saved_values(fn) -> list[SavedValue]:
             saved.append(SavedValue(name, freed=True))
             continue
         if isinstance(value, torch.Tensor):
-            saved.append(SavedValue(name, shape=list(value.shape), dtype=dtype_name(value), version=value._version))
+            saved.append(
+                SavedValue(
+                    name, shape=list(value.shape), dtype=dtype_name(value), version=value._version, values=small_values(value)
+                )
+            )
         else:
             saved.append(SavedValue(name, value=repr(value)))
     return saved

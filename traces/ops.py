@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from traces.native import FirstCall, observe_call
 from traces.tensors import dtype_name, is_tracer_at_work, iter_tensors, tracer_at_work
 
 
@@ -38,12 +39,19 @@ def tensor_metas(value) -> list[TensorMeta]:
 
 
 class OpRecorder(TorchDispatchMode):
-    """Records each operator call; setting ``phase`` labels the calls from then on."""
+    """Records each operator call; setting ``phase`` labels the calls from then on.
 
-    def __init__(self) -> None:
+    At each operator's first call it also notes what ``traces.native`` needs to
+    say what ran below it: the call's dispatch keys and, with ``native=True``,
+    the C++ frames that led here (the first capture takes a second or two).
+    """
+
+    def __init__(self, native: bool = False) -> None:
         super().__init__()
         self.phase = "forward"
         self.calls: list[OpCall] = []
+        self.first_calls: dict[tuple[str, str], FirstCall] = {}  # (phase, op) -> what its first call noted
+        self.native = native
         self._active = False
 
     @classmethod
@@ -70,6 +78,9 @@ class OpRecorder(TorchDispatchMode):
             inputs = tensor_metas((args, kwargs))  # before the call: an in-place op changes them
             result = func(*args, **(kwargs or {}))
             self.calls.append(OpCall(self.phase, func.name(), inputs, tensor_metas(result)))
+            if (self.phase, func.name()) not in self.first_calls:
+                tensors = list(iter_tensors((args, kwargs))) or list(iter_tensors(result))  # a factory has no inputs
+                self.first_calls[self.phase, func.name()] = observe_call(tensors, self.native)
         return result
 
 

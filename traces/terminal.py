@@ -10,6 +10,7 @@ from rich.tree import Tree
 from traces.graph import AutogradGraph, AutogradNode
 from traces.ops import fold_calls
 from traces.tensors import TensorSummary
+from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
 from traces.trace import Trace
 
 PHASES = ("forward", "backward")
@@ -21,6 +22,7 @@ def render_trace(trace: Trace, console: Console) -> None:
         console.print("[dim]This run recorded no backward pass.[/dim]")
     else:
         console.print(graph_tree(trace.graph))
+        render_formula_sources(trace, console)
         if trace.backward:
             console.print(backward_table(trace, trace.graph))
     console.print()
@@ -45,6 +47,7 @@ def render_ops(trace: Trace, console: Console) -> None:
             table.add_row(phase, row.op, str(row.count), escape(f"{inputs} -> {outputs}"))
             phase = ""
     console.print(table)
+    render_kernels(trace, console)
 
 
 def render_source(trace: Trace, console: Console) -> None:
@@ -102,7 +105,7 @@ def graph_tree(graph: AutogradGraph) -> Tree:
             branch.add(f"{edge_text}{node_text(node)} [dim](shown above)[/dim]")
             return
         shown.add(node_id)
-        child = branch.add(edge_text + node_text(node))
+        child = branch.add(edge_text + node_text(node) + derivative_text(node, graph))
         for edge in graph.edges_from(node_id):
             gradient = f"[yellow]grad {gradient_text(edge.gradient)}[/yellow] → " if edge.gradient else ""
             add(child, edge.target, gradient)
@@ -122,9 +125,10 @@ def backward_table(trace: Trace, graph: AutogradGraph) -> Table:
     table.add_column("node")
     table.add_column("gradient arriving")
     table.add_column("gradients leaving, one per edge")
+    table.add_column("formula, with the numbers")
     for step in trace.backward:
         node = graph.node(step.node)
         arriving = ", ".join(gradient_text(g) for g in step.arriving)
         leaving = ", ".join(gradient_text(g) for g in step.leaving) or "[dim](into .grad)[/dim]"
-        table.add_row(str(step.order), escape(node.label), arriving, leaving)
+        table.add_row(str(step.order), escape(node.label), arriving, leaving, equations_text(step, node, graph))
     return table

@@ -14,11 +14,14 @@ import torch
 from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph
 from traces.modules import ModuleRecorder
+from traces.native import OpKernel, describe_ops, installed_index, node_derivative, torch_commit
 from traces.ops import OpCall, OpRecorder
 from traces.source import SourceEntry, SourceRecorder
 
-SCHEMA_VERSION = 3  # 2: saved tensors carry their version counter; 3: paths the same on every machine
+SCHEMA_VERSION = 4  # 2: saved tensors carry their version counter; 3: paths the same on every machine; 4: what is below Python
 TORCH_DIR = os.path.dirname(torch.__file__)
+TRACES_DIR = os.path.dirname(os.path.abspath(__file__))
+NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
 
 @dataclass
@@ -34,6 +37,9 @@ class Trace:
     source: list[SourceEntry] = field(default_factory=list)
     source_skipped: str | None = None  # why there is no source view, when there is none
     facts: dict[str, Any] = field(default_factory=dict)
+    torch_commit: str = ""  # the commit (or release tag) every link points at
+    kernels: list[OpKernel] = field(default_factory=list)  # below each ATen op: one per phase and op, in first-call order
+    native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
 
@@ -51,8 +57,9 @@ class Tracer:
     forward phase; recording ends when the backward does.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, native: bool = False) -> None:
         self.enabled = enabled
+        self.native = native  # also capture the C++ frames of each distinct operator
         self.backward_recording: BackwardRecording | None = None
         self._ops: OpRecorder | None = None
         self._source: SourceRecorder | None = None
@@ -65,7 +72,7 @@ class Tracer:
             yield
             return
         self._modules = ModuleRecorder()
-        self._ops = OpRecorder()
+        self._ops = OpRecorder(native=self.native)
         self._source = SourceRecorder(TORCH_DIR)
         try:
             self._modules.start()
@@ -113,6 +120,11 @@ class Tracer:
             facts = dataclasses.asdict(facts)
         recording = self.backward_recording
         source = self._source
+        index = installed_index()
+        if recording:
+            for node in recording.graph.nodes:
+                node.derivative = node_derivative(node.name, index)
+        first_calls = self._ops.first_calls if self._ops else {}
         return Trace(
             scenario=scenario,
             torch_version=torch.__version__,
@@ -123,7 +135,18 @@ class Tracer:
             source=list(source.entries.values()) if source else [],
             source_skipped=source.skipped if source else "the run was not recorded",
             facts=facts,
+            torch_commit=torch_commit(),
+            kernels=describe_ops(first_calls, TRACES_DIR, index),
+            native_skipped=native_skipped(self.native, first_calls),
         )
+
+
+def native_skipped(asked: bool, first_calls) -> str | None:
+    """Why the trace has no C++ frames, or None when it has them."""
+    if not asked:
+        return NATIVE_NOT_ASKED
+    problems = {call.problem for call in first_calls.values() if call.problem}
+    return "; ".join(sorted(problems)) or None
 
 
 # The tracer lessons get when nobody traces them. It is never enabled, so it never
