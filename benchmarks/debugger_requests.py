@@ -2,7 +2,7 @@
 
 Starts the backward scenario's launch configuration twice through the real
 debugpy adapter, driven like VSCode (tests/dap_client.py): once as it is (the
-runner sets TCP_NODELAY on the debugger's socket, scenarios/_debugger.py) and
+debugger extension sets TCP_NODELAY on the debugger's socket, pydevd_plugins/) and
 once with STEPTHROUGH_KEEP_NAGLE=1 (Nagle's algorithm left on). Paused at the
 first line of torch.autograd.backward, it sends each of the requests VSCode
 sends after every step (threads, stackTrace, scopes, variables) many times and
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the DAP client lives with the tests t
 import torch  # noqa: E402
 
 from dap_client import DebugSession, first_body_line  # noqa: E402
-from scenarios._debugger import TURN_OFF_VARIABLE  # noqa: E402
+from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE as TURN_OFF_VARIABLE  # noqa: E402
 from vscode_files import scenario_configuration, substitute  # noqa: E402
 
 NODELAY_OF_THE_DEBUGGER_SOCKET = (

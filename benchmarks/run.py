@@ -14,20 +14,20 @@ Measured:
 - the import time of each scenario module beyond torch (`python -X importtime`);
 - a debug session driven like VSCode: adapter start to the stop in torch, and to
   exit, against a plain run; and the round trip of the requests VSCode sends
-  while paused, with and without TCP_NODELAY (scenarios/_debugger.py);
+  while paused, with and without TCP_NODELAY (the debugger extension, pydevd_plugins/);
 - the quickstart's training loop on the stand-in: samples per second and
-  seconds per epoch, and the default run (5 epochs) start to finish;
+  seconds per epoch; the README's quick run (QUICK_RUN) and the default run
+  (5 epochs), start to finish, with their final accuracy;
 - the whole pytest suite.
 
 Prints a table and writes the figures as JSON (default benchmarks/results.json)
 with the machine's core count and the Python, torch and debugpy versions.
 --quick measures a little of everything once (pytest runs it that way, to keep
-this script working); it skips the default quickstart and the test suite.
+this script working); it skips the whole quickstart runs and the test suite.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -48,12 +48,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from debug_startup import debug_run  # noqa: E402
 from debugger_requests import round_trips  # noqa: E402
 
-from scenarios._debugger import TURN_OFF_VARIABLE  # noqa: E402
+from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE as TURN_OFF_VARIABLE  # noqa: E402
+from scenarios._ctrl_c import INTERRUPTED  # noqa: E402
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin  # noqa: E402
 from scenarios._record import quick_options, scenario_names  # noqa: E402
+from scenarios._runner import ScenarioParser, output_file, whole_number  # noqa: E402
 from traces.files import write_atomically  # noqa: E402
 
 PYTHON = sys.executable
+PROG = "benchmarks/run.py"
+# The README's quick run of the quickstart: clearly above chance in seconds.
+QUICK_RUN = ["--epochs", "1", "--limit", "10000", "--lr", "0.05"]
 # The targets (issue 7), for a 2-core machine: the worst case is compared with each.
 TARGETS = {
     "scenario / import torch": 1.3,
@@ -119,15 +124,23 @@ def quickstart_training(data: Path, work: Path, limit: int | None) -> dict[str, 
     }
 
 
-def default_quickstart(data: Path, work: Path) -> dict[str, float]:
-    """The default run (5 epochs), start to finish, and its final accuracy."""
+def whole_quickstart(data: Path, work: Path, options: list[str]) -> dict[str, float]:
+    """One run of scenarios/quickstart.py, start to finish: seconds, final accuracy, threads used."""
     started = time.perf_counter()
     process = subprocess.run(
-        [PYTHON, "scenarios/quickstart.py", "--data", str(data), "--model", str(work / "model.pth")],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+        [PYTHON, "scenarios/quickstart.py", *options, "--data", str(data), "--model", str(work / "model.pth")],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )
+    if process.returncode != 0:
+        last_line = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BenchmarkFailed(f"scenarios/quickstart.py failed with status {process.returncode}: {last_line}")
     accuracy = re.findall(r"Accuracy: ([\d.]+)%", process.stdout)
-    return {"seconds": time.perf_counter() - started, "final_accuracy_percent": float(accuracy[-1])}
+    threads = re.search(r"^Threads: (\d+)", process.stdout, re.MULTILINE)
+    return {
+        "seconds": time.perf_counter() - started,
+        "final_accuracy_percent": float(accuracy[-1]),
+        "threads": int(threads.group(1)),
+    }
 
 
 def debugger_figures(runs: int, repeat: int, compare_nagle: bool) -> dict[str, float]:
@@ -217,10 +230,12 @@ def print_table(results: dict) -> None:
     training = results["quickstart_training"]
     print(f"quickstart training loop: {training['samples_per_second']:.0f} samples/s, "
           f"{training['seconds_per_epoch']:.2f} s per epoch of {training['samples']} samples")
-    if "default_quickstart" in results:
-        default = results["default_quickstart"]
-        print(f"default quickstart (5 epochs): {default['seconds']:.1f} s, "
-              f"final accuracy {default['final_accuracy_percent']:.1f}%")
+    for key, label in (("quick_quickstart", f"quick run ({' '.join(QUICK_RUN)})"),
+                       ("default_quickstart", "default quickstart (5 epochs)")):
+        if key in results:
+            run = results[key]
+            print(f"{label}: {run['seconds']:.1f} s, final accuracy {run['final_accuracy_percent']:.1f}%, "
+                  f"{run['threads']} thread(s)")
     if "pytest_s" in results:
         print(f"pytest, whole suite: {results['pytest_s']:.1f} s")
     for target, row in results["against_targets"].items():
@@ -228,12 +243,25 @@ def print_table(results: dict) -> None:
         print(f"target {target} <= {row['target']}: {verdict}, worst {row['worst']:.2f} ({row['where']})")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="rounds per comparison (default: 5)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results.json")
+def build_parser() -> ScenarioParser:
+    """The options, each checked before anything is measured (one line and status 2 if wrong)."""
+    parser = ScenarioParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--runs", type=whole_number(1), default=5, metavar="N", help="rounds per comparison (default: 5)"
+    )
+    parser.add_argument(
+        "--output",
+        type=output_file,
+        default=ROOT / "benchmarks" / "results.json",
+        metavar="FILE",
+        help="where to write the figures (default: benchmarks/results.json)",
+    )
     parser.add_argument("--quick", action="store_true", help="a little of everything, once")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     runs = 1 if args.quick else args.runs
     names = ["backward"] if args.quick else scenario_names()
 
@@ -266,8 +294,10 @@ def main() -> int:
         print("The quickstart's training loop ...", flush=True)
         results["quickstart_training"] = quickstart_training(data, work, limit=256 if args.quick else None)
         if not args.quick:
+            print("The README's quick run of the quickstart ...", flush=True)
+            results["quick_quickstart"] = whole_quickstart(data, work, QUICK_RUN)
             print("The default quickstart (5 epochs) ...", flush=True)
-            results["default_quickstart"] = default_quickstart(data, work)
+            results["default_quickstart"] = whole_quickstart(data, work, [])
             print("The whole test suite ...", flush=True)
             results["pytest_s"] = wall_time([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], timeout=1800)
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
@@ -279,9 +309,17 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> int:
+    """main(), with every way it can fail ending in one line: 2 bad options, 1 a failed run, 130 Ctrl-C."""
     try:
-        raise SystemExit(main())
-    except BenchmarkFailed as error:
-        print(f"benchmarks/run.py: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        return main(argv)
+    except (BenchmarkFailed, OSError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (Ctrl-C); {PROG} wrote no figures", file=sys.stderr)
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -13,15 +13,18 @@ importing this module for the model alone stays cheap.
 
 from __future__ import annotations
 
+import argparse
+import gzip
 import math
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from scenarios._runner import ScenarioError
+from scenarios._runner import ScenarioError, cannot_write_into, folder, nearest_existing
 from traces.files import write_atomically
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -70,36 +73,63 @@ class FashionData:
     is_standin: bool
     raw_folder: Path  # where the four files are
     generated_seconds: float | None = None  # how long writing the stand-in took, if it was written now
+    rebuilt_because: str | None = None  # what was wrong with the stand-in that was there, if it was rebuilt
+    unpacked: list[str] | None = None  # the real files unpacked now from their .gz
 
     def describe(self) -> str:
-        """One line: which data is in use, and how to get the real data."""
+        """One line: which data is in use, how it got there, and how to get the real data."""
         if not self.is_standin:
-            return f"Data: FashionMNIST from {self.raw_folder}"
-        made = f", generated now in {self.generated_seconds:.1f} s" if self.generated_seconds is not None else ""
+            unpacked = f" (unpacked now from {', '.join(self.unpacked)})" if self.unpacked else ""
+            return f"Data: FashionMNIST from {self.raw_folder}{unpacked}"
+        made = ""
+        if self.rebuilt_because is not None:
+            made = f", rebuilt now in {self.generated_seconds:.1f} s because {self.rebuilt_because}"
+        elif self.generated_seconds is not None:
+            made = f", generated now in {self.generated_seconds:.1f} s"
         return (
             f"Data: the offline stand-in for FashionMNIST in {self.raw_folder} (one simple shape per class{made}); "
             "to train on the real FashionMNIST, run once with --download"
         )
 
 
+def raw_folder_of(root: Path) -> Path:
+    return Path(root) / "FashionMNIST" / "raw"
+
+
+def has_all_files(root: Path) -> bool:
+    return all((raw_folder_of(root) / name).is_file() for name in FILES)
+
+
+def data_folder(text: str) -> Path:
+    """--data's check: a folder that holds the data, or where it can be written now (the stand-in, unpacked files)."""
+    data = folder(text)
+    if not (has_all_files(data) or has_all_files(data / STANDIN_FOLDER)):
+        problem = cannot_write_into(nearest_existing(data))
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem} (the data has to be written there first)")
+    return data
+
+
 def load_fashion_mnist(data: Path = Path("data"), download: bool = False) -> FashionData:
     """The training and test sets, read by torchvision's FashionMNIST with ToTensor.
 
-    Real FashionMNIST when its files are under ``data`` or ``download`` is set;
-    otherwise the stand-in, written under ``data/standin`` the first time.
+    Real FashionMNIST when its files are under ``data`` (unpacked or as the
+    downloaded ``.gz`` files, which are unpacked beside them as torchvision's
+    download does) or ``download`` is set; otherwise the stand-in, written under
+    ``data/standin`` the first time, and again when a file of it is damaged.
     """
     from torchvision import datasets
     from torchvision.transforms import ToTensor
 
     data = Path(data)
-    raw_folder = data / "FashionMNIST" / "raw"
-    present = [name for name in FILES if (raw_folder / name).is_file()]
-    generated_seconds = None
+    raw_folder = raw_folder_of(data)
+    generated_seconds = rebuilt_because = unpacked = None
     if download:
         download_fashion_mnist(data)
         root = data
-    elif present:
-        missing = [name for name in FILES if name not in present]
+    elif any((raw_folder / name).is_file() or (raw_folder / f"{name}.gz").is_file() for name in FILES):
+        unpacked = unpack_gz_files(raw_folder)
+        missing = [name for name in FILES if not (raw_folder / name).is_file()]
         if missing:
             raise DataError(
                 f"{raw_folder} lacks {', '.join(missing)}: run with --download to fetch it, "
@@ -108,14 +138,40 @@ def load_fashion_mnist(data: Path = Path("data"), download: bool = False) -> Fas
         root = data
     else:
         root = data / STANDIN_FOLDER
+        rebuilt_because = standin_problem(root) if raw_folder_of(root).exists() else None
         generated_seconds = ensure_standin(root)
-    raw_folder = root / "FashionMNIST" / "raw"
+    raw_folder = raw_folder_of(root)
     check_files(raw_folder, is_standin=root != data)
 
     # As in the tutorial, which passes download=True here; this module downloads above, only when asked.
     training_data = datasets.FashionMNIST(root=root, train=True, download=False, transform=ToTensor())
     test_data = datasets.FashionMNIST(root=root, train=False, download=False, transform=ToTensor())
-    return FashionData(training_data, test_data, root != data, raw_folder, generated_seconds)
+    return FashionData(training_data, test_data, root != data, raw_folder, generated_seconds, rebuilt_because, unpacked)
+
+
+def unpack_gz_files(raw_folder: Path) -> list[str]:
+    """Unpack ``<name>.gz`` for each file that is there only packed; returns the .gz files unpacked.
+
+    torchvision's FashionMNIST reads only the unpacked files; its download
+    unpacks them the same way, beside the .gz files.
+    """
+    unpacked = []
+    for name in FILES:
+        packed, path = raw_folder / f"{name}.gz", raw_folder / name
+        if path.is_file() or not packed.is_file():
+            continue
+        problem = cannot_write_into(raw_folder)
+        if problem:
+            raise DataError(f"{packed} needs unpacking, but {problem}: unpack it there yourself (gunzip -k)")
+        try:
+            content = gzip.decompress(packed.read_bytes())  # 47 MB at most, once
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise DataError(
+                f"data file {packed} is damaged ({error}): delete it and run with --download to fetch it again"
+            ) from None
+        write_atomically(path, content)
+        unpacked.append(packed.name)
+    return unpacked
 
 
 def download_fashion_mnist(data: Path) -> None:
@@ -194,15 +250,28 @@ def check_files(raw_folder: Path, is_standin: bool) -> None:
 # --- The stand-in ------------------------------------------------------------------
 
 
+def standin_problem(root: Path) -> str | None:
+    """What is wrong with the stand-in under ``root`` (a file missing or damaged), or None."""
+    for name, shape in FILES.items():
+        path = raw_folder_of(root) / name
+        if not path.is_file():
+            return f"{name} was missing"
+        problem = file_problem(path, shape)
+        if problem is not None:
+            return f"{name} {problem.replace('is ', 'was ', 1)}"
+    return None
+
+
 def ensure_standin(root: Path, seed: int = STANDIN_SEED) -> float | None:
     """Write the stand-in under ``root`` unless it is there already, with every file whole.
 
     Returns the seconds writing took, or None when the files were already there.
     """
-    raw_folder = Path(root) / "FashionMNIST" / "raw"
-    paths = {raw_folder / name: shape for name, shape in FILES.items()}
-    if all(path.is_file() and file_problem(path, shape) is None for path, shape in paths.items()):
+    if standin_problem(root) is None:
         return None
+    problem = cannot_write_into(nearest_existing(Path(root)))
+    if problem:
+        raise DataError(f"the offline stand-in must be written to {root}, but {problem}: choose another --data")
     start = time.perf_counter()
     write_standin(root, seed)
     return time.perf_counter() - start

@@ -2,13 +2,20 @@
 
 A scenario's ``__main__`` block calls ``run_scenario``, which parses the
 arguments, runs the lesson function, prints the narrative and, when asked,
-the trace. A bad argument prints one line and exits with status 2.
+the trace. Every way it can end badly is one line on stderr:
+
+- a bad argument, status 2, before any work starts: numbers out of the range
+  the code can use, empty paths, output places that cannot be written;
+- a failure during the run that the user can fix (damaged data, a full disk), status 1;
+- Ctrl-C, status 130, with every hook and mode of the tracer removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,14 +23,26 @@ from typing import Any
 
 import torch
 
-from scenarios._debugger import set_debugger_nodelay
+from scenarios._ctrl_c import INTERRUPTED, hand_back
 from traces import NO_TRACE, Tracer
 
-SHARED_OPTIONS = {"trace", "save_trace", "device", "seed"}
+SHARED_OPTIONS = {"trace", "save_trace", "native", "device", "seed"}
 
 
 class ScenarioParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, without the usage block."""
+    """An argument parser whose errors are one line, without the usage block.
+
+    A value that starts with a minus sign is a value, not an option, whenever
+    it reads as a number: ``--lr -inf`` and ``--lr -1e-3`` reach the option's
+    check ("is not a positive number") instead of "expected one argument".
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern knows only -1 and -.5; no option of ours looks like a number.
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE
+        )
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -61,7 +80,9 @@ def parse_device(text: str) -> str:
 # explains, in one line, why it cannot.
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
+def whole_number(minimum: int, maximum: int = sys.maxsize) -> Callable[[str], int]:
+    """A whole number from ``minimum`` to ``maximum`` (by default the largest that sizes and counts can be)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -69,9 +90,14 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is too small; it must be {minimum} or more")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is too large; it must be at most {maximum}")
         return value
 
     return parse
+
+
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits
 
 
 def positive_number(text: str) -> float:
@@ -85,10 +111,57 @@ def positive_number(text: str) -> float:
 
 
 def folder(text: str) -> Path:
+    """A folder to read from or write into; it need not exist yet, but nothing may be in its way."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; give a folder")
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    in_the_way = nearest_existing(path)
+    if not in_the_way.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(in_the_way)!r} is a file, not a folder")
     return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into: it, or the folder it will be made in, must be writable now."""
+    path = folder(text)
+    problem = cannot_write_into(nearest_existing(path))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write, in a folder that exists and is writable."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; give a file name")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    in_the_way = nearest_existing(path.parent)
+    if not in_the_way.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(in_the_way)!r} is a file, not a folder")
+    if in_the_way != path.parent:
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist")
+    problem = cannot_write_into(path.parent)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else the closest folder above it that does."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def cannot_write_into(folder: Path) -> str | None:
+    """Why new files cannot be made in ``folder`` (an existing folder), or None if they can."""
+    if os.access(folder, os.W_OK | os.X_OK):  # also False for root on a read-only or immutable folder
+        return None
+    read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+    reason = "it is on a read-only file system" if read_only else "permission denied"
+    return f"cannot write into {str(folder)!r}: {reason}"
 
 
 class ScenarioError(Exception):
@@ -107,8 +180,14 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
     parser.add_argument(
         "--save-trace",
         metavar="DIR",
-        type=folder,
+        type=output_folder,
         help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --trace or --save-trace: also show the C++ path of each distinct ATen op, "
+        "from the Python binding down to the dispatcher (the first capture takes a second or two)",
     )
     parser.add_argument(
         "--device",
@@ -117,7 +196,9 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         metavar="{auto,cpu,cuda,mps,...}",
         help="where tensors live; auto picks the accelerator when there is one (default: cpu)",
     )
-    parser.add_argument("--seed", default=0, type=whole_number(0), metavar="N", help="random seed (default: 0)")
+    parser.add_argument(
+        "--seed", default=0, type=whole_number(0, MAX_SEED), metavar="N", help="random seed (default: 0)"
+    )
     if add_options is not None:
         add_options(parser)
     return parser
@@ -136,20 +217,31 @@ def run_scenario(
     """Parse the command line, run ``lesson``, print what it found. Returns the exit status.
 
     ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
-    A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1.
+    A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1;
+    Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
-    set_debugger_nodelay()  # under debugpy: answer VSCode at once, not after ~40 ms (scenarios/_debugger.py)
-    args = build_parser(name, doc, add_options).parse_args(argv)
+    hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
+    parser = build_parser(name, doc, add_options)
     try:
+        args = parser.parse_args(argv)
+        if args.native and not (args.trace or args.save_trace):
+            parser.error("--native adds the C++ path to a trace: use it with --trace or --save-trace")
         return run_lesson(name, lesson, narrate, args, show_trace)
     except (ScenarioError, OSError) as error:
-        print(f"scenarios/{name}.py: error: {error}", file=sys.stderr)
+        print(f"scenarios/{name}.py: error: {one_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"scenarios/{name}.py: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
+        return INTERRUPTED
+
+
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace) -> int:
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
-    tracer = Tracer() if args.trace or args.save_trace else NO_TRACE
+    tracer = Tracer(native=args.native) if args.trace or args.save_trace else NO_TRACE
 
     torch.manual_seed(args.seed)
     with tracer.recording():
@@ -177,5 +269,5 @@ def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace)
         written, notes = save_trace(trace, args.save_trace)
         console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
         for note in notes:
-            console.print(note, markup=False)
+            console.print(note, markup=False, soft_wrap=True)
     return 0

@@ -20,6 +20,8 @@ to a backend.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import contextlib
 import io
 import linecache

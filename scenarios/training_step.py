@@ -2,15 +2,23 @@
 
 Forward computes the logits, the loss records its graph, backward fills every
 parameter's .grad, optimizer.step() moves each parameter by exactly -lr * grad,
-and optimizer.zero_grad() sets every .grad back to None. The input batch does not
-require grad, so Flatten (a view of it) leaves no node in the graph.
+and optimizer.zero_grad() sets every .grad back to None (set_to_none=True is the
+default of both Optimizer.zero_grad and Module.zero_grad; set_to_none=False keeps
+the tensors and fills them with zeros). The input batch does not require grad, so
+Flatten (a view of it) leaves no node in the graph. Not recording a graph is a
+grad mode's business, not the module's: after model.eval(), autograd still
+records the forward; torch.no_grad() is what stops it.
 
-In the debugger: each phase below is one line; put a breakpoint on
-`optimizer.step()` and step in (F11) to torch/optim/sgd.py `SGD.step`, then into
-`_single_tensor_sgd` or `_multi_tensor_sgd` to see `param.add_(grad, alpha=-lr)`.
+In the debugger: each phase below is one line. F11 on `optimizer.step()` lands
+in torch's wrapper around every optimizer's step (torch/optim/optimizer.py
+`wrapper`), not in `SGD.step`: add a function breakpoint named `step` (or
+`_single_tensor_sgd`) and continue (F5) to reach torch/optim/sgd.py and
+`param.add_(grad, alpha=-lr)`.
 """
 
 from __future__ import annotations
+
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
 
 import argparse
 from collections import Counter
@@ -52,6 +60,10 @@ class TrainingStepFacts:
     two_step_arithmetic_difference: float  # largest |after - (before - lr * grad)|: two roundings, not one
     grads_none_after_zero_grad: dict[str, bool]
     losses_on_same_batch: list[float]  # the loss before each of STEPS steps, and after the last
+    grads_zero_after_zero_grad_keeping_tensors: dict[str, bool]  # optimizer.zero_grad(set_to_none=False)
+    grads_none_after_module_zero_grad: dict[str, bool]  # model.zero_grad()
+    grad_fn_after_eval: str | None  # model.eval(); model(X).grad_fn: still recorded
+    grad_fn_under_no_grad: str | None  # with torch.no_grad(): model(X).grad_fn: None
 
 
 def training_step(
@@ -105,6 +117,21 @@ def training_step(
     with torch.no_grad():
         losses.append(loss_fn(model(X), y).item())
 
+    # zero_grad(set_to_none=False) keeps each .grad tensor and fills it with zeros;
+    # model.zero_grad() has the same default as the optimizer's: None.
+    loss_fn(model(X), y).backward()
+    optimizer.zero_grad(set_to_none=False)
+    zeros = {name: p.grad is not None and not p.grad.any().item() for name, p in parameters.items()}
+    model.zero_grad()
+    none_after_module_zero_grad = {name: p.grad is None for name, p in parameters.items()}
+
+    # Evaluation mode is not a grad mode: model.eval() alone still records the graph.
+    model.eval()
+    recorded_in_eval = model(X).grad_fn
+    with torch.no_grad():
+        recorded_under_no_grad = model(X).grad_fn
+    model.train()
+
     # Were X to require grad, flatten(X) would be recorded too.
     input_needing_grad = X.detach().clone().requires_grad_()
     graph_then = walk_graph({"loss": loss_fn(model(input_needing_grad), y)})
@@ -125,7 +152,15 @@ def training_step(
         two_step_arithmetic_difference=two_step,
         grads_none_after_zero_grad=grads_none,
         losses_on_same_batch=losses,
+        grads_zero_after_zero_grad_keeping_tensors=zeros,
+        grads_none_after_module_zero_grad=none_after_module_zero_grad,
+        grad_fn_after_eval=node_name(recorded_in_eval),
+        grad_fn_under_no_grad=node_name(recorded_under_no_grad),
     )
+
+
+def node_name(grad_fn) -> str | None:
+    return None if grad_fn is None else type(grad_fn).__name__
 
 
 def narrate(facts: TrainingStepFacts) -> Iterator[str]:
@@ -159,6 +194,16 @@ def narrate(facts: TrainingStepFacts) -> Iterator[str]:
         f"The loss on the same batch before each of {STEPS} steps and after: "
         + " -> ".join(f"{value:.6f}" for value in losses)
         + f"; lower after the steps: {losses[-1] < losses[0]}"
+    )
+    zeros, none = facts.grads_zero_after_zero_grad_keeping_tensors, facts.grads_none_after_module_zero_grad
+    yield (
+        f"After one more backward: optimizer.zero_grad(set_to_none=False) leaves .grad tensors of zeros for"
+        f" {sum(zeros.values())} of {len(zeros)} parameters; model.zero_grad() (set_to_none=True too) leaves .grad"
+        f" None for {sum(none.values())} of {len(none)}"
+    )
+    yield (
+        f"model.eval() alone still records: model(X).grad_fn = {facts.grad_fn_after_eval};"
+        f" under torch.no_grad(): model(X).grad_fn = {facts.grad_fn_under_no_grad}"
     )
 
 

@@ -6,14 +6,19 @@ is x, its data_ptr is x's), so writing through it changes x. x.unsqueeze_(0)
 changes x's own shape, returns x itself, and bumps x's version counter, which
 autograd uses to notice in-place changes. x[None] is the same as x.unsqueeze(0).
 
-In the debugger: F11 on `x.unsqueeze(0)` steps straight over it: it is a C++
-function with no Python source. Watch `u._base` and `z._version` in the Variables
-pane instead, step into `y.backward()` (torch/_tensor.py `Tensor.backward`), and
-run with --trace to see the nodes UnsqueezeBackward0 (out of place) and
-UnsqueezeBackward1 (in place) and the ATen ops aten::unsqueeze and aten::unsqueeze_.
+In the debugger: `x.unsqueeze(0)` is a C++ function with no Python source: F11
+on it just moves to the next line. Its launch configuration adds --trace, whose
+dispatch mode sends every ATen op through Python (torch/_library/simple_registry.py
+`find_torch_dispatch_rule`, then the trace's own code); the project's debugger
+extension steps past that machinery, so F11 moves to the next line there too.
+Watch `u._base` and `z._version` in the Variables pane instead, step into `y.backward()` (torch/_tensor.py `Tensor.backward`), and read
+the trace for the nodes UnsqueezeBackward0 (out of place) and UnsqueezeBackward1
+(in place) and the ATen ops aten::unsqueeze and aten::unsqueeze_.
 """
 
 from __future__ import annotations
+
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
 
 from collections.abc import Iterator
 from dataclasses import dataclass

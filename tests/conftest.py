@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scenarios._debugger import set_debugger_nodelay
 from scenarios._record import ROOT, scenario_names
 
-# A test run under the debugger ("Debug Test" in VSCode) answers VSCode at once too.
-set_debugger_nodelay()
-
-__all__ = ["ROOT", "run_script", "scenario_module", "scenario_names"]
+__all__ = ["ROOT", "run_main", "run_script", "scenario_module", "scenario_names"]
 
 
 def scenario_module(name: str):
@@ -39,3 +35,27 @@ def fashion_data(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
     write_standin(data / STANDIN_FOLDER)
     return data
+
+
+def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, list[str]]:
+    """Run scenarios/<name>.py's main(argv) in this process: the facts its lesson returned,
+    and the lines it printed (the narrative, then the trace when asked for).
+
+    In-process, to spare a torch import per run; what the script prints is the same.
+    """
+    module = scenario_module(name)
+    returned = []
+    run_scenario = module.run_scenario
+
+    def run_keeping_the_facts(scenario, lesson, narrate, **kwargs):
+        def lesson_kept(**options):
+            returned.append(lesson(**options))
+            return returned[-1]
+
+        return run_scenario(scenario, lesson_kept, narrate, **kwargs)
+
+    monkeypatch.setattr(module, "run_scenario", run_keeping_the_facts)
+    capsys.readouterr()  # start from nothing printed
+    assert module.main(argv) == 0
+    [facts] = returned
+    return facts, capsys.readouterr().out.splitlines()

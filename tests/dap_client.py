@@ -6,6 +6,11 @@ Like VSCode, it answers the adapter's ``runInTerminal`` reverse request by
 starting the given command (the debugpy launcher, which starts the program) with
 the given cwd and environment, in a "terminal" whose output goes to a file.
 
+Like VSCode, it says it supports the ``startDebugging`` reverse request: for each
+subprocess of the program (a DataLoader worker, say) the adapter asks for a new
+session, and ``subprocess_session()`` opens it, a second DAP connection to the
+adapter over TCP that attaches to that process.
+
 Every wait has a timeout. Leaving the ``with`` block ends the adapter, the
 launcher and the debugged program, and reaps what this process started, also
 when the block raised.
@@ -25,6 +30,7 @@ import inspect
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,7 @@ VSCODE_CAPABILITIES = {
     "supportsVariableType": True,
     "supportsVariablePaging": True,
     "supportsRunInTerminalRequest": True,
+    "supportsStartDebuggingRequest": True,
     "supportsProgressReporting": True,
     "supportsInvalidatedEvent": True,
     "supportsMemoryReferences": True,
@@ -59,9 +66,10 @@ class DapError(Exception):
 
 
 class DebugSession:
-    """One debug session with a fresh ``debugpy.adapter`` process."""
+    """One debug session with a fresh ``debugpy.adapter`` process (or, given ``connect``,
+    one more session with a running adapter, over TCP: see ``subprocess_session``)."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, connect: tuple[str, int] | None = None) -> None:
         self.python = python
         self.messages: list[dict[str, Any]] = []  # everything received, in order
         self.debuggee_pid: int | None = None  # from the adapter's "process" event
@@ -72,15 +80,28 @@ class DebugSession:
         self._changed = threading.Condition()
         self._write_lock = threading.Lock()
         self._closed = False
-        self._reverse_requests: dict[str, Callable[[dict], dict]] = {"runInTerminal": self._run_in_terminal}
+        self._reverse_requests: dict[str, Callable[[dict], dict]] = {
+            "runInTerminal": self._run_in_terminal,
+            "startDebugging": self._start_debugging,
+        }
+        self.subprocesses: list[dict[str, Any]] = []  # configurations from startDebugging, in order
+        self._children: list[DebugSession] = []
         self.adapter_started_at = time.perf_counter()
-        self.adapter = subprocess.Popen(
-            [python, "-m", "debugpy.adapter"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # the adapter writes nothing there in stdio mode
-            **_own_process_group(),
-        )
+        self.adapter: subprocess.Popen | None = None
+        self._socket: socket.socket | None = None
+        if connect is None:
+            self.adapter = subprocess.Popen(
+                [python, "-m", "debugpy.adapter"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # the adapter writes nothing there in stdio mode
+                **_own_process_group(),
+            )
+            self._input, self._output = self.adapter.stdout, self.adapter.stdin
+        else:
+            self._socket = socket.create_connection(connect, timeout=TIMEOUT)
+            self._socket.settimeout(None)
+            self._input, self._output = self._socket.makefile("rb"), self._socket.makefile("wb")
         self._reader = threading.Thread(target=self._read_messages, name="dap-reader", daemon=True)
         self._reader.start()
 
@@ -99,6 +120,21 @@ class DebugSession:
         seq = self.send_request("launch", {**configuration, "python": [self.python]})
         self.wait_for_event("initialized", timeout)
         return seq
+
+    def subprocess_session(self, timeout: float = TIMEOUT) -> DebugSession:
+        """The session for the program's next subprocess, as VSCode opens it: connect to
+        the adapter, "initialize", "attach" with the configuration the adapter sent in
+        its "startDebugging" request. The caller sets breakpoints and sends
+        "configurationDone"; it is closed with this session."""
+        self._wait(lambda: len(self.subprocesses) > len(self._children) or None, timeout, "a subprocess")
+        configuration = self.subprocesses[len(self._children)]
+        connect = configuration["connect"]
+        child = DebugSession(self.python, connect=(connect["host"], int(connect["port"])))
+        self._children.append(child)
+        child.initialize()
+        child.send_request("attach", configuration)
+        child.wait_for_event("initialized", timeout)
+        return child
 
     def run_to_end(self, timeout: float = TIMEOUT) -> int:
         """Wait until the program has exited; returns its exit code."""
@@ -199,11 +235,11 @@ class DebugSession:
     def _send(self, message: dict[str, Any]) -> None:
         body = json.dumps(message).encode()
         with self._write_lock:
-            self.adapter.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            self.adapter.stdin.flush()
+            self._output.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self._output.flush()
 
     def _read_messages(self) -> None:
-        stream = self.adapter.stdout
+        stream = self._input
         try:
             while True:
                 length = None
@@ -261,6 +297,13 @@ class DebugSession:
         self.terminals.append(terminal)
         return {"processId": terminal.pid}
 
+    def _start_debugging(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Note the subprocess's configuration; ``subprocess_session`` opens its session."""
+        with self._changed:
+            self.subprocesses.append(arguments["configuration"])
+            self._changed.notify_all()
+        return {}
+
     # -- the end ---------------------------------------------------------------------
 
     def __enter__(self) -> DebugSession:
@@ -271,6 +314,21 @@ class DebugSession:
 
     def close(self, timeout: float = 10.0) -> None:
         """End the session, then make sure every process it involved is gone and reaped."""
+        for child in self._children:
+            child.close(timeout)
+        if self._socket is not None:  # a subprocess's session: the adapter and the parent end the rest
+            if not self._closed:
+                try:
+                    self.request("disconnect", {}, timeout=timeout)
+                except (DapError, TimeoutError, OSError):
+                    pass
+            for stream in (self._output, self._input, self._socket):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self._reader.join(timeout)
+            return
         if not self._closed and self.adapter.poll() is None:
             try:
                 self.request("disconnect", {"terminateDebuggee": True}, timeout=timeout)

@@ -122,7 +122,7 @@ def test_a_custom_functions_saved_tensors_are_shown_then_freed():
         y.sum().backward()
     [node] = nodes_named(trace, "SquareBackward")
     assert [(s.name, s.shape, s.freed) for s in node.saved] == [("tensors[0]", [2, 3], True), ("tensors[1]", [], True)]
-    assert "tensors[0] float32[2, 3] (freed)" in shown(trace, "graph")
+    assert "tensors[0] float32[2, 3] _version=0 (freed)" in shown(trace, "graph")
     assert torch.equal(x.grad, torch.full((2, 3), 6.0))
 
 

@@ -1,13 +1,21 @@
-"""End to end: the backward scenario's launch configuration stops inside torch.
+"""End to end: the launch configurations stop inside torch, and the debugger extension
+(pydevd_plugins/) shows tensors and autograd nodes, answers at once and steps past the
+tracer, in every process debugpy debugs.
 
 No mocks: the real debugpy adapter, driven over stdio the way VSCode drives it
-(see dap_client.py), starts the scenario from the configuration in the real
+(see dap_client.py), starts the program from the configuration in the real
 .vscode/launch.json, and the breakpoints are set in the installed torch.
 """
 
 import ast
 import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +25,7 @@ import scenarios.backward
 import test_launch_configs
 from conftest import ROOT
 from dap_client import DebugSession, first_body_line
-from scenarios._debugger import TURN_OFF_VARIABLE
+from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE, STOCK_VARIABLE
 from vscode_files import debug_test_configuration, scenario_configuration, substitute
 
 
@@ -59,7 +67,7 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
     assert backward_configuration["justMyCode"] is False
     with DebugSession() as session:
         session.initialize()
-        launch = session.launch({**backward_configuration, "env": {TURN_OFF_VARIABLE: None}})  # None: unset
+        launch = session.launch({**backward_configuration, "env": {KEEP_NAGLE_VARIABLE: None}})  # None: unset
         [placed] = session.set_breakpoints(path, [line])
         session.request("configurationDone")
         session.response(launch)  # the adapter answers "launch" only now
@@ -74,8 +82,8 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
         tensors = session.local_variables(frame["id"])["tensors"]
         # y = a * b = (1 + 2) * (1 + 1), the scenario's first y.backward()
         assert tensors["type"] == "Tensor"
-        assert tensors["value"] == "tensor(6., grad_fn=<MulBackward0>)"
-        # The runner turned Nagle's algorithm off on the debugger's socket (scenarios/_debugger.py).
+        assert tensors["value"] == "Tensor[] float32 cpu = 6 · grad_fn=MulBackward0"
+        # The extension turned Nagle's algorithm off on the debugger's socket.
         assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
 
         assert session.set_breakpoints(path, []) == []  # so the later backward() calls run through
@@ -99,35 +107,11 @@ def test_with_just_my_code_the_breakpoint_in_torch_is_refused(backward_configura
         assert "w.grad = 5.0" in session.terminal_output()
 
 
-def test_step_in_from_the_scenario_lands_in_tensor_backward(backward_configuration):
-    path, line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
-    tensor_backward_lines, tensor_backward_start = inspect.getsourcelines(torch.Tensor.backward)
-    with DebugSession() as session:
-        session.initialize()
-        session.launch(backward_configuration)
-        [placed] = session.set_breakpoints(path, [line])
-        session.request("configurationDone")
-
-        assert placed["verified"] is True, placed
-        stopped = session.wait_for_event("stopped")
-        thread_id = stopped["body"]["threadId"]
-        frame = session.top_frame(thread_id)
-        assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), line)
-
-        session.request("stepIn", {"threadId": thread_id})
-        stepped = session.wait_for_event("stopped")
-        assert stepped["body"]["reason"] == "step"
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "_tensor.py")
-        assert frame["name"] == "backward"
-        assert tensor_backward_start <= frame["line"] < tensor_backward_start + len(tensor_backward_lines)
-
-
 def test_with_the_variable_set_the_debugger_socket_keeps_nagle(backward_configuration):
     path, line = first_body_line(torch.autograd.backward)
     with DebugSession() as session:
         session.initialize()
-        session.launch({**backward_configuration, "env": {TURN_OFF_VARIABLE: "1"}})
+        session.launch({**backward_configuration, "env": {KEEP_NAGLE_VARIABLE: "1"}})
         session.set_breakpoints(path, [line])
         session.request("configurationDone")
 
@@ -157,3 +141,346 @@ def test_a_test_run_under_the_debug_test_configuration_sets_nodelay_too():
         session.request("continue", {"threadId": stopped["body"]["threadId"]})
         assert session.run_to_end() == 0
         assert "1 passed" in session.terminal_output()
+
+
+# -- the debugger extension, on a file of the user's own ----------------------------------
+
+USER_SCRIPT = '''\
+import torch
+
+unpacked = []
+weight = torch.nn.Parameter(torch.randn(512, 784))
+bias = torch.nn.Parameter(torch.zeros(512))
+x = torch.randn(64, 784)
+h = torch.nn.functional.linear(x, weight, bias)
+row = torch.tensor([1.0, 2.0, 3.0]).unsqueeze(0)
+nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: unpacked.append(t) or t):
+    hooked = weight.sin()
+loss = h.relu().sum()
+loss.backward()
+print("unpacked", len(unpacked))
+'''
+AFTER_BACKWARD = USER_SCRIPT.splitlines().index('print("unpacked", len(unpacked))') + 1
+
+
+def current_file_configuration(file: Path) -> dict:
+    """ "Current file (into torch)" with ``file`` in the editor, as VSCode fills it in."""
+    [config] = [c for c in test_launch_configs.CONFIGURATIONS if "debug-in-terminal" in c.get("purpose", [])]
+    return substitute(config, file=file)
+
+
+def expand(session: DebugSession, variable: dict) -> dict[str, dict]:
+    """A variable's children, by name, as the Variables pane shows them when expanded."""
+    assert variable["variablesReference"] != 0, variable
+    found = session.request("variables", {"variablesReference": variable["variablesReference"]})["variables"]
+    return {child["name"]: child for child in found}
+
+
+def program_frame(session: DebugSession, thread_id: int, path: Path) -> dict:
+    frames = session.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 50})["stackFrames"]
+    return next(frame for frame in frames if Path(frame["source"].get("path", "")) == path)
+
+
+def test_current_file_shows_tensors_and_the_autograd_graph(tmp_path):
+    script = tmp_path / "my_model.py"  # outside the repository, as a user's own file is
+    script.write_text(USER_SCRIPT)
+    path, line = first_body_line(torch.autograd.backward)
+    with DebugSession() as session:
+        session.initialize()
+        launch = session.launch(current_file_configuration(script))
+        session.set_breakpoints(path, [line])
+        [placed] = session.set_breakpoints(str(script), [AFTER_BACKWARD])
+        session.request("configurationDone")
+        session.response(launch)
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        frame_id = program_frame(session, thread_id, script)["id"]  # the user's frame, below torch's
+        local = session.local_variables(frame_id)
+        assert local["h"]["value"] == "Tensor[64, 512] float32 cpu · grad_fn=AddmmBackward0"
+        assert (local["weight"]["type"], local["weight"]["value"]) == (
+            "Parameter",
+            "Parameter[512, 784] float32 cpu · leaf · requires_grad",
+        )
+        assert local["row"]["value"] == "Tensor[1, 3] float32 cpu = [[1, 2, 3]] · view of [3]"
+        assert local["nested"]["value"].startswith("nested_tensor([")  # no one-line form: stock repr
+        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame_id)) != 0
+
+        # Hover and Watch show the same line; the Debug Console prints the full repr.
+        for context in ("hover", "watch"):
+            body = session.request("evaluate", {"expression": "h", "frameId": frame_id, "context": context})
+            assert body["result"] == local["h"]["value"]
+        assert session.evaluate("h", frame_id).startswith("tensor([[")
+
+        h = expand(session, local["h"])
+        assert list(h) == [
+            "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "grad", "version",
+            "stride", "is_contiguous", "values", "all attributes",
+        ]  # fmt: skip
+        assert h["shape"]["value"] == "torch.Size([64, 512])" and h["shape"]["evaluateName"] == "h.shape"
+        assert h["grad_fn"]["value"] == "AddmmBackward0 · next: AccumulateGrad, None, TBackward0"
+        assert h["grad"]["value"] == "None: not kept for a non-leaf (call retain_grad() before backward)"
+        assert h["values"]["value"].endswith(", ...] first 10 of 32768")
+        attributes = expand(session, h["all attributes"])
+        assert attributes["imag"]["value"] == "RuntimeError: imag is not implemented for tensors with non-complex dtypes."
+        assert {"function variables", "special variables", "_version"} <= set(attributes)
+        assert expand(session, local["row"])["base (a view of it)"]["value"] == "Tensor[3] float32 cpu = [1, 2, 3]"
+
+        # From the loss down to every leaf: loss -> ReluBackward0 -> AddmmBackward0 -> ...
+        leaves, nodes = {}, [expand(session, local["loss"])["grad_fn"]]
+        while nodes:
+            node = nodes.pop()
+            children = expand(session, node)
+            if "variable" in children:
+                leaves[node["value"]] = children["variable"]["value"]
+            nodes += [child for name, child in children.items() if name.startswith("next_functions[") and child["variablesReference"]]
+        assert leaves == {
+            "AccumulateGrad for Parameter[512, 784] float32 cpu": "Parameter[512, 784] float32 cpu · leaf · requires_grad",
+            "AccumulateGrad for Parameter[512] float32 cpu": "Parameter[512] float32 cpu · leaf · requires_grad",
+        }
+        # A saved tensor packed by a saved_tensors_hooks pack hook is shown as such, never unpacked.
+        sin = expand(session, expand(session, local["hooked"])["grad_fn"])
+        assert sin["saved self"]["value"] == "packed by a saved-tensor hook (not unpacked: that would run the hook)"
+        assert session.evaluate("len(unpacked)", frame_id) == "0"
+
+        session.set_breakpoints(path, [])
+        session.request("continue", {"threadId": thread_id})
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        frame = session.top_frame(thread_id)
+        assert placed["verified"] and frame["line"] == AFTER_BACKWARD
+        local = session.local_variables(frame["id"])
+        assert local["weight"]["value"] == "Parameter[512, 784] float32 cpu · leaf · requires_grad · grad [512, 784]"
+        relu = expand(session, local["loss"])["grad_fn"]
+        relu = expand(session, relu)["next_functions[0]"]
+        assert relu["value"] == "ReluBackward0 · next: AddmmBackward0 · saved values freed"
+        assert expand(session, relu)["saved result"]["value"] == "freed by backward"
+        session.request("continue", {"threadId": thread_id})
+        assert session.run_to_end() == 0
+        assert "unpacked 0" in session.terminal_output()
+
+
+WORKER_SCRIPT = '''\
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class Squares(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        item = torch.tensor([float(index)]) ** 2
+        return item
+
+
+if __name__ == "__main__":
+    loader = DataLoader(Squares(), batch_size=2, num_workers=1)
+    print("batches", [batch.tolist() for batch in loader])
+'''
+IN_GET_ITEM = WORKER_SCRIPT.splitlines().index("        return item") + 1
+
+
+def test_a_dataloader_worker_answers_at_once_and_stops_at_its_breakpoints(tmp_path):
+    script = tmp_path / "loader.py"
+    script.write_text(WORKER_SCRIPT)
+    with DebugSession() as session:
+        session.initialize()
+        launch = session.launch(current_file_configuration(script))
+        session.set_breakpoints(str(script), [IN_GET_ITEM])
+        session.request("configurationDone")
+        session.response(launch)
+
+        worker = session.subprocess_session()  # VSCode opens one for each subprocess
+        [placed] = worker.set_breakpoints(str(script), [IN_GET_ITEM])
+        worker.request("configurationDone")
+        stopped = worker.wait_for_event("stopped")
+        frame = worker.top_frame(stopped["body"]["threadId"])
+        assert placed["verified"] and (frame["name"], frame["line"]) == ("__getitem__", IN_GET_ITEM)
+        assert worker.subprocesses == [] and session.subprocesses[0]["subProcessId"] != session.debuggee_pid
+        assert int(worker.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
+        assert worker.local_variables(frame["id"])["item"]["value"] == "Tensor[1] float32 cpu = [0]"
+
+        worker.set_breakpoints(str(script), [])
+        worker.request("continue", {"threadId": stopped["body"]["threadId"]})
+        assert session.run_to_end() == 0
+        assert "batches [[[0.0], [1.0]], [[4.0], [9.0]]]" in session.terminal_output()
+
+
+# -- F11 with --trace -----------------------------------------------------------------------
+
+
+def scenario_line(function, text: str) -> tuple[str, int]:
+    """The file and line of the statement ``text`` in ``function``."""
+    lines, first_line = inspect.getsourcelines(function)
+    [index] = [index for index, line in enumerate(lines) if line.strip() == text]
+    return inspect.getsourcefile(function), first_line + index
+
+
+def test_step_in_under_trace_never_enters_the_tracer(backward_configuration):
+    path, add_line = scenario_line(scenarios.backward.backward_pass, "a = w + x")
+    _, next_line = scenario_line(scenarios.backward.backward_pass, "b = w + 1")
+    _, backward_line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
+    assert backward_configuration["args"][:1] == ["--trace"]
+    with DebugSession() as session:
+        session.initialize()
+        session.launch(backward_configuration)
+        session.set_breakpoints(path, [add_line])
+        session.request("configurationDone")
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.request("stepIn", {"threadId": thread_id})  # w + x runs in C++ (and through the trace's mode)
+        assert session.wait_for_event("stopped")["body"]["reason"] == "step"
+        frame = session.top_frame(thread_id)
+        assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
+
+        # F11 all the way through y.backward(): torch's Python, never the trace's hooks or mode.
+        session.set_breakpoints(path, [backward_line])
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        session.set_breakpoints(path, [])
+        stops = []
+        while len(stops) < 400:
+            session.request("stepIn", {"threadId": thread_id})
+            assert session.wait_for_event("stopped")["body"]["reason"] == "step"
+            frame = session.top_frame(thread_id)
+            stops.append((frame["source"]["path"], frame["name"]))
+            if len(stops) == 1:  # the first F11 lands in torch/_tensor.py Tensor.backward
+                lines, start = inspect.getsourcelines(torch.Tensor.backward)
+                assert in_torch(frame["source"]["path"], "_tensor.py") and frame["name"] == "backward"
+                assert start <= frame["line"] < start + len(lines)
+            if Path(frame["source"]["path"]) == Path(path) and frame["line"] > backward_line:
+                break
+        assert Path(stops[-1][0]) == Path(path) and frame["line"] > backward_line
+        assert "backward" in {name for source, name in stops if in_torch(source, "_tensor.py")}
+        assert "backward" in {name for source, name in stops if in_torch(source, "autograd", "__init__.py")}
+        assert [stop for stop in stops if "traces" in Path(stop[0]).parts or "_library" in Path(stop[0]).parts] == []
+        session.request("continue", {"threadId": thread_id})
+        assert session.run_to_end() == 0
+        assert "AccumulateGrad" in session.terminal_output()  # the trace was recorded and printed
+
+
+def test_with_the_extension_off_debugpy_is_stock(backward_configuration):
+    path, add_line = scenario_line(scenarios.backward.backward_pass, "a = w + x")
+    torch_path, torch_line = first_body_line(torch.autograd.backward)
+    with DebugSession() as session:
+        session.initialize()
+        session.launch({**backward_configuration, "env": {STOCK_VARIABLE: "1"}})
+        session.set_breakpoints(path, [add_line])
+        session.set_breakpoints(torch_path, [torch_line])
+        session.request("configurationDone")
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.request("stepIn", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        assert in_torch(session.top_frame(thread_id)["source"]["path"], "_library", "simple_registry.py")
+
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        frame = session.top_frame(thread_id)
+        assert session.local_variables(frame["id"])["tensors"]["value"] == "tensor(6., grad_fn=<MulBackward0>)"
+        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) == 0
+
+
+OPTIMIZER_SCRIPT = '''\
+import torch
+
+weight = torch.nn.Parameter(torch.ones(3))
+optimizer = torch.optim.SGD([weight], lr=0.1)
+weight.sum().backward()
+optimizer.step()
+optimizer.step()  # again
+print("weight", weight.tolist())
+'''
+STEP_LINE = OPTIMIZER_SCRIPT.splitlines().index("optimizer.step()") + 1
+
+
+def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(OPTIMIZER_SCRIPT)
+    with DebugSession() as session:
+        session.initialize()
+        session.launch(current_file_configuration(script))
+        session.set_breakpoints(str(script), [STEP_LINE, STEP_LINE + 1])
+        session.request("configurationDone")
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.request("stepIn", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        frame = session.top_frame(thread_id)
+        assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
+
+        # "Step Into Target" on the second call lands in the same wrapper.
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        assert session.top_frame(thread_id)["line"] == STEP_LINE + 1
+        session.set_breakpoints(str(script), [])
+        targets = session.request("stepInTargets", {"frameId": session.top_frame(thread_id)["id"]})["targets"]
+        [target] = [target for target in targets if target["label"].startswith("optimizer.step()")]
+        session.request("stepIn", {"threadId": thread_id, "targetId": target["id"]})
+        session.wait_for_event("stopped")
+        frame = session.top_frame(thread_id)
+        assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
+
+        [placed] = session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "step"}]})["breakpoints"]
+        assert placed["verified"] is True
+        session.request("continue", {"threadId": thread_id})
+        assert session.wait_for_event("stopped")["body"]["reason"] == "function breakpoint"
+        frame = session.top_frame(thread_id)
+        assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "step"
+        session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "_single_tensor_sgd"}]})
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        frame = session.top_frame(thread_id)
+        assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "_single_tensor_sgd"
+        session.request("setFunctionBreakpoints", {"breakpoints": []})
+        session.request("continue", {"threadId": thread_id})
+        assert session.run_to_end() == 0
+        assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in session.terminal_output()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
+    # The README's attach command, with a free port instead of 5678 (tests run side by side).
+    script = tmp_path / "attached.py"
+    script.write_text("import torch\n\nw = torch.ones(3, requires_grad=True)\ny = w * 2\nprint('attached', y.sum().item())\n")
+    [attach] = [config for config in test_launch_configs.PYTHON_CONFIGURATIONS if config["request"] == "attach"]
+    port = free_port()
+    program = subprocess.Popen(
+        [sys.executable, "-m", "debugpy", "--listen", f"127.0.0.1:{port}", "--wait-for-client", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until debugpy listens
+            try:
+                session = DebugSession(connect=("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline or program.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with session:
+            session.initialize()
+            session.send_request("attach", {**attach, "connect": {"host": "127.0.0.1", "port": port}})
+            session.wait_for_event("initialized")
+            session.set_breakpoints(str(script), [5])
+            session.request("configurationDone")
+            stopped = session.wait_for_event("stopped")
+            frame = session.top_frame(stopped["body"]["threadId"])
+            assert session.local_variables(frame["id"])["y"]["value"] == "Tensor[3] float32 cpu = [2, 2, 2] · grad_fn=MulBackward0"
+            assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
+            session.request("continue", {"threadId": stopped["body"]["threadId"]})
+            assert program.wait(60) == 0
+        assert b"attached 6.0" in program.stdout.read()
+    finally:
+        if program.poll() is None:
+            os.killpg(program.pid, signal.SIGKILL)
+        program.wait()
+        program.stdout.close()

@@ -1,17 +1,16 @@
-"""set_debugger_nodelay: TCP_NODELAY on debugpy's socket, and nothing else, never an error.
+"""TCP_NODELAY on debugpy's socket: set on every connection pydevd makes, on nothing
+else, never an error.
 
-Under a real debugger it is proven end to end in test_debug_session.py. Here a
-stand-in for pydevd's module holds a real TCP connection where pydevd keeps its
-socket (PyDB.writer.sock and PyDB.reader.sock), to pin down every other case.
+Under a real debugger (the program, a DataLoader worker, "Debug Test") it is proven
+end to end in test_debug_session.py. Here a real TCP connection stands in for
+pydevd's socket, and a small class for pydevd's PyDB.
 """
 
 import socket
-import sys
-from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from scenarios._debugger import TURN_OFF_VARIABLE, debugger_sockets, set_debugger_nodelay
+from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE, answer_at_once, set_nodelay
 
 
 @pytest.fixture
@@ -28,88 +27,52 @@ def nodelay(sock: socket.socket) -> bool:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
-def pretend_pydevd(monkeypatch, get_global_debugger) -> None:
-    """Put a stand-in for pydevd's module where debugpy puts the real one."""
-    module = ModuleType("pydevd")
-    module.get_global_debugger = get_global_debugger
-    monkeypatch.setitem(sys.modules, "pydevd", module)
-
-
-def debugger_with(sock) -> SimpleNamespace:
-    """A stand-in for pydevd's PyDB whose reader and writer threads share ``sock``."""
-    return SimpleNamespace(writer=SimpleNamespace(sock=sock), reader=SimpleNamespace(sock=sock))
-
-
 @pytest.fixture(autouse=True)
-def no_debugger_and_not_turned_off(monkeypatch):
-    # Also when these tests themselves run under the debugger ("Debug Test").
-    monkeypatch.delitem(sys.modules, "pydevd", raising=False)
-    monkeypatch.delenv(TURN_OFF_VARIABLE, raising=False)
+def not_turned_off(monkeypatch):
+    monkeypatch.delenv(KEEP_NAGLE_VARIABLE, raising=False)
 
 
-def test_without_a_debugger_it_does_nothing_and_imports_nothing():
-    assert set_debugger_nodelay() == 0
-    assert debugger_sockets() == []
-    assert "pydevd" not in sys.modules
+class PyDB:
+    """What answer_at_once relies on in pydevd's PyDB: initialize_network(sock, ...)."""
+
+    def initialize_network(self, sock, terminate_on_socket_close=True):
+        self.connected = (sock, nodelay(sock), terminate_on_socket_close)
+        return "started"
 
 
-def test_under_a_debugger_it_sets_nodelay_on_its_socket_once(monkeypatch, tcp_connection):
+def test_every_connection_gets_nodelay_before_pydevd_starts_talking(monkeypatch, tcp_connection):
     debuggee_end, adapter_end = tcp_connection
-    pretend_pydevd(monkeypatch, lambda: debugger_with(debuggee_end))
-    assert not nodelay(debuggee_end)
-    assert set_debugger_nodelay() == 1  # reader and writer share one socket
-    assert nodelay(debuggee_end)
+    monkeypatch.setattr(PyDB, "initialize_network", PyDB.initialize_network)  # undone after the test
+    answer_at_once(PyDB)
+    answer_at_once(PyDB)  # a second time changes nothing
+    py_db = PyDB()
+    assert py_db.initialize_network(debuggee_end, terminate_on_socket_close=False) == "started"
+    assert py_db.connected == (debuggee_end, True, False)
+    assert PyDB.initialize_network.__wrapped__.__qualname__ == "PyDB.initialize_network"
     assert not nodelay(adapter_end)  # the other end belongs to the adapter's process
 
 
-@pytest.mark.parametrize("value, sets", [("1", 0), ("yes", 0), ("0", 1), ("", 1)])
+@pytest.mark.parametrize("value, sets", [("1", False), ("yes", False), ("0", True), ("", True)])
 def test_the_variable_turns_it_off(monkeypatch, tcp_connection, value, sets):
     debuggee_end, _ = tcp_connection
-    pretend_pydevd(monkeypatch, lambda: debugger_with(debuggee_end))
-    monkeypatch.setenv(TURN_OFF_VARIABLE, value)
-    assert set_debugger_nodelay() == sets
-    assert nodelay(debuggee_end) == bool(sets)
+    monkeypatch.setenv(KEEP_NAGLE_VARIABLE, value)
+    assert set_nodelay(debuggee_end) is sets
+    assert nodelay(debuggee_end) is sets
 
 
-def test_pydevd_imported_but_no_debugger_running(monkeypatch):
-    pretend_pydevd(monkeypatch, lambda: None)
-    assert set_debugger_nodelay() == 0
-
-
-def broken_get_global_debugger():
-    raise RuntimeError("pydevd changed")
-
-
-@pytest.mark.parametrize(
-    "get_global_debugger",
-    [
-        broken_get_global_debugger,
-        lambda: SimpleNamespace(),  # no reader or writer
-        lambda: debugger_with(None),  # threads without a socket
-        lambda: debugger_with("not a socket"),
-    ],
-    ids=["raises", "no threads", "no socket", "not a socket"],
-)
-def test_unexpected_internals_change_nothing_and_raise_nothing(monkeypatch, get_global_debugger):
-    pretend_pydevd(monkeypatch, get_global_debugger)
-    assert set_debugger_nodelay() == 0
-
-
-def test_a_pydevd_module_without_get_global_debugger_changes_nothing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pydevd", ModuleType("pydevd"))
-    assert set_debugger_nodelay() == 0
-
-
-def test_a_closed_socket_is_skipped(monkeypatch, tcp_connection):
+def test_a_closed_socket_is_skipped(tcp_connection):
     debuggee_end, _ = tcp_connection
     debuggee_end.close()
-    pretend_pydevd(monkeypatch, lambda: debugger_with(debuggee_end))
-    assert set_debugger_nodelay() == 0
+    assert set_nodelay(debuggee_end) is False
+
+
+@pytest.mark.parametrize("sock", [None, "not a socket"])
+def test_anything_but_a_socket_is_left_alone(sock):
+    assert set_nodelay(sock) is False
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
-def test_a_socket_that_is_not_tcp_is_left_alone(monkeypatch):
+def test_a_socket_that_is_not_tcp_is_left_alone():
     left, right = socket.socketpair(socket.AF_UNIX)
     with left, right:
-        pretend_pydevd(monkeypatch, lambda: debugger_with(left))
-        assert set_debugger_nodelay() == 0
+        assert set_nodelay(left) is False

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_main, run_script
 from scenarios.dynamic_graph import INPUT_A, INPUT_B, DataDependentModel, dynamic_graph, fresh_dynamo
 
 GRAPH_A = ["SumBackward0", "MulBackward0", "MulBackward0", "MulBackward0", "ReluBackward0", "MulBackward0", "AccumulateGrad"]
@@ -200,3 +200,51 @@ def test_saved_trace_has_the_traced_backward_of_a_and_the_facts(trace_run):
     assert len(data["backward"]) == len(GRAPH_A)
     assert data["facts"]["eager_b"]["nodes"] == GRAPH_B
     assert data["facts"]["jit_output_b"] == [0.0, 4.0, 0.0]
+
+
+def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
+    facts, lines = run_main("dynamic_graph", [], monkeypatch, capsys)
+    saved = ["MulBackward0.other", "MulBackward0.other", "MulBackward0.other", "ReluBackward0.result", "MulBackward0.self"]
+    expected = [
+        "model: h = x * weight; if h.sum() > 0: h = relu(h) else: h = -h; then h = h * 2, int(max |x|) times",
+        f"Eager, x = A = {INPUT_A}: output {EAGER_A}; ReluBackward0 from the branch, 3 loop turns",
+        f"  its graph, built by that forward: {GRAPH_A}",
+        f"Eager, x = B = {INPUT_B}: output {EAGER_B}; NegBackward0 from the branch, 2 loop turns",
+        f"  its graph, built by that forward: {GRAPH_B}",
+        "Two inputs, two graphs: the node lists differ = True",
+        "Two calls on A build two graphs; the only node they share: ['AccumulateGrad']"
+        " (the weight's: it belongs to the leaf, not to a graph)",
+        f"Saved tensors, readable after forward (A): {saved}",
+        f"Freed by backward (A):                    {saved}",
+        "Reading y.grad_fn._saved_other after backward: RuntimeError: " + facts.saved_read_after_backward.text,
+        f"torch.jit.trace(model, A) is deprecated: FutureWarning: {facts.jit_deprecation.text}",
+        "  it warns: TracerWarning: Converting a tensor to a Python boolean might cause the trace to be incorrect"
+        f"  (at `{BRANCH_LINE}`)",
+        "  it warns: TracerWarning: Converting a tensor to a Python integer might cause the trace to be incorrect"
+        f"  (at `{LOOP_LINE}`)",
+        "  and records only the ops that ran for A, no branch and no loop:"
+        " ['aten::mul', 'aten::relu', 'aten::mul', 'aten::mul', 'aten::mul']",
+        f"  traced(A) = {EAGER_A}, the same as eager",
+        f"  traced(B) = [0.0, 4.0, 0.0], but eager B = {EAGER_B}: silently wrong",
+        "torch.fx.symbolic_trace(model) refuses: TraceError:"
+        f" symbolically traced variables cannot be used as inputs to control flow  (at `{BRANCH_LINE}`)",
+    ]
+    if facts.compile_supported:
+        expected += [
+            "torch._dynamo.explain(model)(A): 3 graphs, 2 graph breaks:",
+            f"  graph break: generic_jump TensorVariable()  (at `{BRANCH_LINE}`)",
+            f"  graph break: Unsupported Tensor.item() call with capture_scalar_outputs=False  (at `{LOOP_LINE}`)",
+            "torch.compile(model) captured 3 graphs for A, 2 more for B (the other branch; a new loop count fails"
+            " a guard, so it recompiles), 0 for A again",
+            f"  compiled(A) = {EAGER_A}, compiled(B) = {EAGER_B}: the same as eager; Python runs the branch and"
+            " the loop between the graphs",
+            "torch.export.export(model, (A,)) refuses: GuardOnDataDependentSymNode:"
+            f" {facts.export_error.text}  (at `{BRANCH_LINE}`)",
+            f"  with strict=True (Dynamo): Unsupported: Data-dependent branching  (at `{BRANCH_LINE}`)",
+            "  Hint: Use `torch.cond` to express dynamic control flow.",
+        ]
+    else:
+        expected.append(
+            "torch.compile and torch.export: Dynamo does not support this Python (is_dynamo_supported() is False)"
+        )
+    assert lines == expected

@@ -1,5 +1,6 @@
 """The quickstart's data: the stand-in in FashionMNIST's own format, read by torchvision."""
 
+import gzip
 import shutil
 import socket
 from urllib.error import URLError
@@ -18,6 +19,7 @@ from scenarios._fashion import (
     ensure_standin,
     idx_header,
     load_fashion_mnist,
+    standin_problem,
     write_standin,
 )
 from scenarios.quickstart import main as quickstart_main
@@ -103,16 +105,22 @@ def test_without_real_files_the_standin_is_used_and_kept(fashion_data):
     assert len(fashion.training_data) == 60000
 
 
-def test_a_damaged_standin_is_written_again(standin, tmp_path):
+def test_a_damaged_standin_is_written_again_and_the_first_line_says_why(standin, tmp_path):
     root = tmp_path / STANDIN_FOLDER
     raw = raw_files_in(root, standin)
     whole = (raw / "t10k-images-idx3-ubyte").read_bytes()
     (raw / "t10k-images-idx3-ubyte").write_bytes(whole[:1000])
     (raw / "train-labels-idx1-ubyte").unlink()
-    assert ensure_standin(root) is not None
+    fashion = load_fashion_mnist(tmp_path)
+    assert fashion.is_standin and fashion.generated_seconds is not None
+    assert fashion.rebuilt_because == "train-labels-idx1-ubyte was missing"
+    rebuilt = f"(one simple shape per class, rebuilt now in {fashion.generated_seconds:.1f} s because "
+    assert rebuilt + "train-labels-idx1-ubyte was missing); " in fashion.describe()
     assert (raw / "t10k-images-idx3-ubyte").read_bytes() == whole
     assert sorted(p.name for p in raw.iterdir()) == sorted(FILES)  # no temporary files left
     assert ensure_standin(root) is None
+    (raw / "t10k-images-idx3-ubyte").write_bytes(whole[:1000])
+    assert standin_problem(root) == "t10k-images-idx3-ubyte was truncated: 1000 bytes instead of 7840016"
 
 
 def test_real_files_are_used_when_present(standin, tmp_path):
@@ -195,3 +203,44 @@ def test_a_failed_download_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith(f"scenarios/quickstart.py: error: could not download FashionMNIST into {tmp_path}: ")
     assert "Temporary failure in name resolution" in err
     assert err.endswith("(check the network, or run without --download to use the offline stand-in)\n")
+
+
+def small_real_data(raw, count: int = 100) -> dict[str, bytes]:
+    """A small FashionMNIST-like set, as the files would be after unpacking: name -> contents."""
+    generator = torch.Generator().manual_seed(0)
+    contents = {}
+    for split in ("train", "t10k"):
+        labels = torch.randint(10, (count,), generator=generator, dtype=torch.uint8)
+        images = torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+        contents[f"{split}-images-idx3-ubyte"] = idx_header((count, 28, 28)) + images.numpy().tobytes()
+        contents[f"{split}-labels-idx1-ubyte"] = idx_header((count,)) + labels.numpy().tobytes()
+    return contents
+
+
+def test_real_data_as_downloaded_gz_files_is_unpacked_and_used(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    contents = small_real_data(raw)
+    for name, content in contents.items():
+        (raw / f"{name}.gz").write_bytes(gzip.compress(content, compresslevel=1))
+    fashion = load_fashion_mnist(tmp_path)
+    assert not fashion.is_standin and len(fashion.training_data) == 100
+    assert fashion.describe() == (
+        f"Data: FashionMNIST from {raw} (unpacked now from "
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)"
+    )
+    assert all((raw / name).read_bytes() == content for name, content in contents.items())
+    assert not (tmp_path / STANDIN_FOLDER).exists()
+    assert load_fashion_mnist(tmp_path).describe() == f"Data: FashionMNIST from {raw}"  # unpacked once
+
+
+def test_a_damaged_gz_file_is_named_with_what_to_do(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, content in small_real_data(raw).items():
+        (raw / f"{name}.gz").write_bytes(gzip.compress(content, compresslevel=1)[:-20])  # cut short
+    with pytest.raises(DataError) as error:
+        load_fashion_mnist(tmp_path)
+    assert str(error.value).startswith(f"data file {raw / 'train-images-idx3-ubyte.gz'} is damaged (")
+    assert str(error.value).endswith("): delete it and run with --download to fetch it again")
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{name}.gz" for name in FILES)  # nothing half-unpacked

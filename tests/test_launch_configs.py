@@ -28,6 +28,15 @@ DEBUGPY_PROPERTIES = {
     },
 }  # fmt: skip
 DEBUGPY_ENDPOINT_PROPERTIES = {"host", "port"}  # of "connect" and "listen"
+# What the C/C++ extension declares for "type": "cppdbg", "request": "attach"
+# (microsoft/vscode-cpptools, Extension/tools/OptionsSchema.json, CppdbgAttachOptions,
+# at commit 02174c1b794d3fa5223911bee9e94bf213835db6).
+CPPDBG_ATTACH_PROPERTIES = {
+    "targetArchitecture", "visualizerFile", "showDisplayString", "additionalSOLibSearchPath", "MIMode",
+    "miDebuggerPath", "miDebuggerArgs", "miDebuggerServerAddress", "useExtendedRemote", "program", "processId",
+    "filterStdout", "filterStderr", "sourceFileMap", "debuginfod", "logging", "pipeTransport", "setupCommands",
+    "symbolLoadInfo", "variables", "deploySteps",
+}  # fmt: skip
 PURPOSES = {"debug-test", "debug-in-terminal"}
 # What VSCode itself adds to every debugger's schema (vscode, debugger.ts, getSchemaAttributes).
 VSCODE_PROPERTIES = {
@@ -38,6 +47,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 CONFIGURATIONS = launch_configurations()
 NAMES = [config.get("name", "?") for config in CONFIGURATIONS]
+PYTHON_CONFIGURATIONS = [config for config in CONFIGURATIONS if config.get("type") == "debugpy"]
+GDB_CONFIGURATIONS = [config for config in CONFIGURATIONS if config.get("type") == "cppdbg"]
 SCENARIO_PROGRAM = "${{workspaceFolder}}/scenarios/{}.py"
 
 
@@ -80,13 +91,17 @@ def test_launch_json_has_configurations():
     assert len(CONFIGURATIONS) >= 4
 
 
-@pytest.mark.parametrize("config", CONFIGURATIONS, ids=NAMES)
-def test_every_configuration_is_debugpy_and_steps_into_torch(config):
-    assert config["type"] == "debugpy"
+def test_every_configuration_is_pythons_but_the_one_for_gdb():
+    assert len(PYTHON_CONFIGURATIONS) + len(GDB_CONFIGURATIONS) == len(CONFIGURATIONS)
+    assert len(GDB_CONFIGURATIONS) == 1
+
+
+@pytest.mark.parametrize("config", PYTHON_CONFIGURATIONS, ids=lambda c: c["name"])
+def test_every_python_configuration_steps_into_torch(config):
     assert config["justMyCode"] is False
 
 
-@pytest.mark.parametrize("config", CONFIGURATIONS, ids=NAMES)
+@pytest.mark.parametrize("config", PYTHON_CONFIGURATIONS, ids=lambda c: c["name"])
 def test_every_property_is_one_the_python_debugger_declares(config):
     allowed = DEBUGPY_PROPERTIES[config["request"]] | VSCODE_PROPERTIES
     assert set(config) - allowed == set()
@@ -151,7 +166,7 @@ def test_the_current_file_configuration_runs_the_file_in_the_editor():
 
 
 def test_an_attach_configuration_connects_to_localhost_5678():
-    attach = [config for config in CONFIGURATIONS if config["request"] == "attach"]
+    attach = [config for config in PYTHON_CONFIGURATIONS if config["request"] == "attach"]
     assert [config["connect"] for config in attach] == [{"host": "127.0.0.1", "port": 5678}]
 
 
@@ -170,9 +185,9 @@ def test_settings_step_into_torch_run_pytest_and_use_the_venv():
     assert Path(values["python.defaultInterpreterPath"]).parts[-3:] == (".venv", "bin", "python")
 
 
-def test_the_python_and_debugger_extensions_are_recommended():
+def test_the_python_debugger_and_cpp_extensions_are_recommended():
     recommended = read_jsonc(ROOT / ".vscode" / "extensions.json")["recommendations"]
-    assert {"ms-python.python", "ms-python.debugpy"} <= set(recommended)
+    assert {"ms-python.python", "ms-python.debugpy", "ms-vscode.cpptools"} <= set(recommended)
 
 
 def test_trace_current_file_runs_python_m_traces_on_the_open_file(tmp_path, capsys):
@@ -187,3 +202,13 @@ def test_trace_current_file_runs_python_m_traces_on_the_open_file(tmp_path, caps
     assert main(substitute(config["args"], file=open_file)) == 0
     out = capsys.readouterr().out
     assert "loss = SumBackward0" in out and "Torch source entered" in out
+
+
+def test_the_gdb_configuration_attaches_to_a_picked_python_process_with_torchs_symbols():
+    [config] = GDB_CONFIGURATIONS
+    assert set(config) - (CPPDBG_ATTACH_PROPERTIES | VSCODE_PROPERTIES) == set()
+    assert (config["request"], config["MIMode"], config["processId"]) == ("attach", "gdb", "${command:pickProcess}")
+    assert substitute(config["program"]) == str(ROOT / ".venv" / "bin" / "python")
+    assert config["symbolLoadInfo"]["loadAll"] is False
+    assert {"libtorch_cpu.so", "libtorch_python.so"} <= set(config["symbolLoadInfo"]["exceptionList"].split(";"))
+    assert "set breakpoint pending on" in [command["text"] for command in config["setupCommands"]]

@@ -1,20 +1,29 @@
 """One training step of the quickstart's model, phase by phase."""
 
-import pytest
+import inspect
 
-from conftest import run_script
+import pytest
+import torch
+
+from conftest import run_main
+from engine_order import EngineOrderWitness
 from scenarios._fashion import NeuralNetwork
 from scenarios.training_step import STEPS, training_step
-from traces import Tracer
 
 PARAMETERS = [name for name, _ in NeuralNetwork().named_parameters()]
 
 
 @pytest.fixture(scope="module")
-def traced(fashion_data):
-    tracer = Tracer()
-    facts = training_step(data=fashion_data, tracer=tracer)
-    return facts, tracer.trace("training_step", "cpu", facts)
+def witnessed(fashion_data):
+    witness = EngineOrderWitness()  # a Tracer that also records the engine's order with hooks of its own
+    facts = training_step(data=fashion_data, tracer=witness)
+    return facts, witness
+
+
+@pytest.fixture(scope="module")
+def traced(witnessed):
+    facts, witness = witnessed
+    return facts, witness.trace("training_step", "cpu", facts)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +52,21 @@ def test_two_roundings_are_at_most_a_rounding_error_away(facts):
 
 def test_zero_grad_sets_every_grad_to_none(facts):
     assert facts.grads_none_after_zero_grad == {name: True for name in PARAMETERS}
+
+
+def test_zero_grad_defaults_to_set_to_none_for_optimizer_and_module(facts):
+    for zero_grad in (torch.optim.Optimizer.zero_grad, torch.nn.Module.zero_grad):
+        assert inspect.signature(zero_grad).parameters["set_to_none"].default is True
+    assert facts.grads_none_after_module_zero_grad == {name: True for name in PARAMETERS}
+
+
+def test_zero_grad_with_set_to_none_false_leaves_zeros(facts):
+    assert facts.grads_zero_after_zero_grad_keeping_tensors == {name: True for name in PARAMETERS}
+
+
+def test_eval_mode_alone_still_records_the_graph_and_no_grad_does_not(facts):
+    assert facts.grad_fn_after_eval == "AddmmBackward0"
+    assert facts.grad_fn_under_no_grad is None
 
 
 def test_backward_gave_every_parameter_a_grad_of_its_shape(facts):
@@ -84,6 +108,12 @@ def test_the_trace_names_each_accumulate_grad_by_its_parameter(traced):
     assert (output.variable, output.name) == ("loss", "NllLossBackward0")
 
 
+def test_the_traced_order_is_the_engines_order(witnessed):
+    _, witness = witnessed
+    assert witness.traced_order() == witness.engine_order
+    assert len(witness.engine_order) == 16
+
+
 def test_the_trace_has_the_backward_order_with_gradient_shapes(traced):
     facts, trace = traced
     graph = trace.graph
@@ -99,17 +129,41 @@ def test_the_trace_has_the_backward_order_with_gradient_shapes(traced):
     assert [g.shape if g else None for g in first_layer.leaving] == [[512], None, [784, 512]]
 
 
-def test_the_script_prints_each_phase_with_its_proof_and_the_trace(fashion_data):
-    result = run_script("scenarios/training_step.py", "--trace", "--data", str(fashion_data))
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert out.count("Data: the offline stand-in for FashionMNIST") == 1
-    assert "AccumulateGrad nodes, one per parameter: linear_relu_stack.4.bias" in out
-    assert "No node for Flatten: X.requires_grad = False" in out
-    assert "bit for bit for 6 of 6 parameters" in out
-    assert ".grad is None (set_to_none=True) for 6 of 6 parameters" in out
-    assert "lower after the steps: True" in out
-    graph = out[out.index("Autograd graph") :]
+def test_the_narrative_states_each_phase_with_its_proof_and_the_trace_follows(fashion_data, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "120")  # the graph's lines unwrapped
+    facts, lines = run_main("training_step", ["--trace", "--data", str(fashion_data)], monkeypatch, capsys)
+    layers = [f"linear_relu_stack.{layer}" for layer in (0, 2, 4)]
+    losses = " -> ".join(f"{value:.6f}" for value in facts.losses_on_same_batch)
+    narrative = [
+        facts.data,
+        "One batch: X [64, 1, 28, 28] torch.float32 (requires_grad = False), y [64] torch.int64",
+        "1. Forward: pred = model(X) has shape [64, 10]",
+        f"2. Loss: loss = loss_fn(pred, y) = {facts.loss:.6f}",
+        "   The loss's graph: NllLossBackward0 x1, LogSoftmaxBackward0 x1, AddmmBackward0 x3, AccumulateGrad x6,"
+        " ReluBackward0 x2, TBackward0 x3",
+        "   AccumulateGrad nodes, one per parameter: "
+        + ", ".join(f"{layer}.{kind}" for layer in reversed(layers) for kind in ("bias", "weight")),
+        "   No node for Flatten: X.requires_grad = False, so flattening X records nothing"
+        " (an X that required grad would add AccumulateGrad, ViewBackward0)",
+        "3. Backward: loss.backward() filled every parameter's .grad: linear_relu_stack.0.weight [512, 784],"
+        " linear_relu_stack.0.bias [512], linear_relu_stack.2.weight [512, 512], linear_relu_stack.2.bias [512],"
+        " linear_relu_stack.4.weight [10, 512], linear_relu_stack.4.bias [10]",
+        "4. optimizer.step(): each parameter moved by exactly -lr * grad (lr = 0.001), checked against a copy"
+        " taken before the step: after == before.add(grad, alpha=-lr) bit for bit for 6 of 6 parameters",
+        "   (before - lr * grad in two operations rounds twice and differs by up to"
+        f" {facts.two_step_arithmetic_difference:.3g})",
+        "5. optimizer.zero_grad(): .grad is None (set_to_none=True) for 6 of 6 parameters",
+        f"The loss on the same batch before each of 5 steps and after: {losses}; lower after the steps: True",
+        "After one more backward: optimizer.zero_grad(set_to_none=False) leaves .grad tensors of zeros for"
+        " 6 of 6 parameters; model.zero_grad() (set_to_none=True too) leaves .grad None for 6 of 6",
+        "model.eval() alone still records: model(X).grad_fn = AddmmBackward0;"
+        " under torch.no_grad(): model(X).grad_fn = None",
+    ]
+    assert lines[: len(narrative)] == narrative
+    assert facts.data.startswith("Data: the offline stand-in for FashionMNIST")
+    assert lines[len(narrative)] == ""  # then the trace
+    graph = "\n".join(lines[len(narrative) :])
+    assert graph.lstrip().startswith("Autograd graph")
     for name in ("NllLossBackward0", "LogSoftmaxBackward0", "AddmmBackward0", "ReluBackward0", "TBackward0"):
         assert name in graph
     assert "linear_relu_stack.0.weight = float32[512, 784]" in graph

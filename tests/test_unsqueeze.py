@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import run_main
 
 from scenarios.unsqueeze import unsqueeze_lesson
 
@@ -63,3 +64,22 @@ def test_unsqueeze_in_place_on_a_leaf_that_requires_grad_fails(facts):
 
 def test_gradient_flows_through_both(facts):
     assert facts.w_grad == [3.0, 3.0, 3.0]
+
+
+def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
+    _, lines = run_main("unsqueeze", [], monkeypatch, capsys)
+    assert lines == [
+        "x = [1, 2, 3]; u = x.unsqueeze(0)",
+        "u is a new object = True: u.shape = [1, 3], x.shape stays [3]",
+        "...but a view of x: u._base is x = True, same data_ptr = True",
+        "So u[0, 0] = 10 writes into x: x = [10.0, 2.0, 3.0]",
+        "z.unsqueeze_(0) returns z itself = True, z.shape = [1, 3]",
+        "...and bumps z._version: 0 -> 1",
+        "A 1-d tensor takes dims [-2, -1, 0, 1]: shapes {-2: [1, 3], -1: [3, 1], 0: [1, 3], 1: [3, 1]}",
+        "unsqueeze(2) fails: IndexError: Dimension out of range (expected to be in range of [-2, 1], but got 2)",
+        "x[None] equals x.unsqueeze(0) (values and shape) = True",
+        "grad_fn of w.unsqueeze(0): UnsqueezeBackward0; of (w * 2).unsqueeze_(1): UnsqueezeBackward1",
+        "w.unsqueeze_(0) on a leaf that requires grad fails: RuntimeError:"
+        " a leaf Variable that requires grad is being used in an in-place operation.",
+        "y = w.unsqueeze(0).sum() + (w * 2).unsqueeze_(1).sum() gives w.grad = [3.0, 3.0, 3.0]  (1 + 2)",
+    ]

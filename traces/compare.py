@@ -1,7 +1,8 @@
 """Compare two saved traces on what does not depend on the machine.
 
-Kept: node names, variables and modules, edges, the gradients on them, which
-nodes backward ran, the facts, and the ATen op names per phase. Left out: the
+Kept: node names, variables and modules, what each node saved (and whether
+backward freed it, and a saved tensor's version), edges, the gradients on them,
+which nodes backward ran, the facts, and the ATen op names per phase. Left out: the
 torch version, the device, the source view (paths and line numbers move with
 every torch release and install), the line of code that made each node and the
 order nodes were made in (a graph in the facts included), facts that are timings
@@ -17,9 +18,9 @@ from typing import Any
 RELATIVE_TOLERANCE = 1e-4  # floats from different CPUs' kernels differ in the last digits
 
 # Facts that tell where and how fast a run went, not what torch did: timings,
-# paths, and the sentence naming the data folder in use.
+# paths, the sentence naming the data folder in use, and the threads torch used.
 MACHINE_FACT_SUFFIXES = ("_seconds", "_per_second", "_path")
-MACHINE_FACTS = {"data"}
+MACHINE_FACTS = {"data", "threads"}
 
 
 def machine_independent(facts: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def stable_nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
             "variable": node["variable"],
             "module": node["module"],
             "leaf": node["leaf"],
-            "saved": [(saved["name"], saved["freed"]) for saved in node["saved"]],
+            "saved": [(saved["name"], saved["freed"], saved.get("version")) for saved in node["saved"]],
         }
         for node in graph["nodes"]
     ]

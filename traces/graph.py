@@ -9,13 +9,15 @@ node, whose ``variable`` is the leaf itself.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from traces.tensors import TensorSummary, dtype_name, summarize
+from traces.native import NodeDerivative
+from traces.tensors import MAX_VALUES, TensorSummary, dtype_name, summarize
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -31,6 +33,12 @@ class SavedValue:
     value: str | None = None  # for anything else (a scalar, a size), as text
     freed: bool = False  # backward already released it
     packed: str | None = None  # what a saved-tensor pack hook (checkpoint, offloading) stored, in words
+    # For a saved tensor: the version counter (``_version``) it was saved at, which
+    # backward checks, and its version when the graph was walked where that differs
+    # (it was changed in place since, so backward will raise).
+    version: int | None = None
+    version_now: int | None = None
+    values: float | list | None = None  # a small saved tensor's values (for the formula's numbers)
 
 
 @dataclass
@@ -48,6 +56,7 @@ class AutogradNode:
     # The order autograd made the graph's nodes in (their sequence numbers, ranked): 0 for
     # the first; None for AccumulateGrad, which autograd makes apart from that order.
     made: int | None = None
+    derivative: NodeDerivative | None = None  # what computes its gradients (traces.native), once traced
 
     @property
     def is_leaf(self) -> bool:
@@ -216,60 +225,127 @@ def saved_names(fn) -> list[tuple[str, bool, bool]]:
     return names
 
 
-def read_saved_values(fn) -> list[SavedValue]:
-    """What a node saved for backward, read without unpacking it.
+@dataclass(frozen=True)
+class NotRead:
+    """A saved value that was not read, and why."""
 
-    A saved tensor is read through ``_raw_saved_<name>``, the ``SavedTensor``
-    itself: its ``data`` is the tensor, or what a saved-tensor pack hook stored
-    instead. Unpacking (``_saved_<name>``) would call the unpack hook:
-    ``torch.utils.checkpoint`` would re-run its segment of the forward pass, once
-    per saved tensor. Other values (sizes, scalars) are read as they are. A
-    custom ``autograd.Function``'s ``ctx.saved_tensors`` are ``tensors[0]``, ...
+    reason: str
+    # What a saved-tensor pack hook stored in the tensor's place (not compared: PACKED is PACKED).
+    stored: object = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+FREED = NotRead("freed by backward")
+PACKED = NotRead("packed by a saved-tensor hook (not unpacked: that would run the hook)")
+UNREADABLE = NotRead("not readable without its unpack hook in this torch version")
+
+
+def saved_for_backward(fn) -> dict[str, object]:
+    """What a node saved for backward, by name (``self`` for ``_saved_self``), read
+    without running any saved-tensor unpack hook.
+
+    Each value is the tensor as saved, another saved value (a number, a size), or
+    a ``NotRead``: FREED once backward released it, PACKED where a
+    ``saved_tensors_hooks`` pack hook (``torch.utils.checkpoint``, offloading)
+    replaced it. Tensors are read through the node's ``_raw_saved_*`` handles
+    (``torch._C._autograd.SavedTensor``) and their ``data``, never ``unpack()``:
+    unpacking would call the unpack hook, and ``torch.utils.checkpoint`` would
+    re-run its segment of the forward pass, once per saved tensor. A custom
+    ``autograd.Function``'s ``ctx.saved_tensors`` are a list under ``tensors``.
     """
-    saved = []
+    saved: dict[str, object] = {}
     for name, has_raw, has_plain in saved_names(fn):
-        if not has_raw:
-            saved.append(plain_saved_value(fn, name))
+        if not has_raw:  # not a tensor (a number, a size, a bool): no hook can be involved
+            saved[name] = _read_plain(fn, name)
             continue
         try:
             raw = getattr(fn, "_raw_saved_" + name)
         except RuntimeError as error:  # a custom Function's, freed by backward
             if FREED_MESSAGE not in str(error):
                 raise
-            saved.append(SavedValue(name, freed=True))
+            saved[name] = FREED
             continue
         if isinstance(raw, (list, tuple)):
-            saved.extend(saved_tensor_value(f"{name}[{index}]", item) for index, item in enumerate(raw))
+            saved[name] = [_read_saved_tensor(fn, None, item) for item in raw]
         else:
-            value = saved_tensor_value(name, raw)
-            if value.value == "None" and has_plain:
-                # No tensor and no hook: never given (an optional tensor), or freed by backward.
-                # Reading the unpacked form tells which, and unpacks nothing (there is nothing).
-                value = plain_saved_value(fn, name)
-            saved.append(value)
+            saved[name] = _read_saved_tensor(fn, name if has_plain else None, raw)
     return saved
 
 
-def plain_saved_value(fn, name: str) -> SavedValue:
+def _read_plain(fn, name: str) -> object:
     try:
-        value = getattr(fn, "_saved_" + name)
+        return getattr(fn, "_saved_" + name)
     except RuntimeError as error:
-        if FREED_MESSAGE not in str(error):
+        if FREED_MESSAGE in str(error):
+            return FREED
+        raise
+
+
+def _read_saved_tensor(fn, name: str | None, raw) -> object:
+    if not hasattr(raw, "unpack_hook") or not hasattr(raw, "data"):
+        return UNREADABLE
+    if raw.unpack_hook is not None:
+        return NotRead(PACKED.reason, stored=raw.data)
+    if raw.data is not None:
+        return raw.data
+    # No data: released by backward, or nothing was saved (an optional input that was None).
+    # With no unpack hook, reading the unpacked form runs none and tells which.
+    return _read_plain(fn, name) if name is not None else None
+
+
+# What autograd says when a saved tensor was changed in place after it was saved.
+VERSION_CHANGED = re.compile(r"is at version (\d+); expected version (\d+) instead")
+
+
+def saved_version(fn, name: str, tensor: torch.Tensor) -> int:
+    """The version counter ``tensor`` had when the node saved it: the one backward checks.
+
+    Reading ``_saved_<name>`` (done only where no unpack hook is set, so it runs
+    none) makes the same check backward makes; when the tensor was changed in
+    place since, torch's error names the version it expected.
+    """
+    try:
+        getattr(fn, "_saved_" + name)
+    except RuntimeError as error:
+        changed = VERSION_CHANGED.search(str(error))
+        if changed is None:
             raise
+        return int(changed.group(2))
+    return tensor._version
+
+
+def read_saved_values(fn) -> list[SavedValue]:
+    """What a node saved for backward (``saved_for_backward``), as plain data."""
+    has_plain = {name for name, _, plain in saved_names(fn) if plain}
+    saved = []
+    for name, value in saved_for_backward(fn).items():
+        if isinstance(value, list):
+            saved.extend(saved_value(f"{name}[{index}]", item) for index, item in enumerate(value))
+        else:
+            version = saved_version(fn, name, value) if name in has_plain and isinstance(value, torch.Tensor) else None
+            saved.append(saved_value(name, value, version))
+    return saved
+
+
+def saved_value(name: str, value: object, version: int | None = None) -> SavedValue:
+    if value is FREED:
         return SavedValue(name, freed=True)
-    if isinstance(value, torch.Tensor):
-        return SavedValue(name, shape=list(value.shape), dtype=dtype_name(value))
-    return SavedValue(name, value=repr(value))
-
-
-def saved_tensor_value(name: str, saved) -> SavedValue:
-    """One ``SavedTensor``, read through ``data`` (never ``unpack()``)."""
-    data = saved.data
-    if saved.unpack_hook is not None:
-        return SavedValue(name, packed=packed_text(data))
-    if data is None:
-        return SavedValue(name, value="None")
-    return SavedValue(name, shape=list(data.shape), dtype=dtype_name(data))
+    if isinstance(value, NotRead):
+        return SavedValue(name, packed=packed_text(value.stored) if value == PACKED else str(value))
+    if not isinstance(value, torch.Tensor):
+        return SavedValue(name, value=repr(value))
+    now = value._version
+    saved_at = now if version is None else version
+    return SavedValue(
+        name,
+        shape=list(value.shape),
+        dtype=dtype_name(value),
+        version=saved_at,
+        version_now=now if now != saved_at else None,
+        values=summarize(value).values if value.numel() <= MAX_VALUES else None,
+    )
 
 
 def packed_text(packed) -> str:

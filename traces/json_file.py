@@ -1,21 +1,32 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 2); every key is always present:
+Schema (``schema_version`` 5); every key is always present:
 
-- ``schema_version``: 2
+- ``schema_version``: 5 (version 1 had no ``version`` in ``saved``; version 2
+  wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
+  ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
+  fields listed at the end)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
 - ``graph``: ``null`` when the run recorded no backward, else
   - ``outputs``: ids of the output tensors' nodes
-  - ``nodes``: ``{id, name, variable, leaf, saved, module, path, line, made}``;
-    ``leaf`` is ``null`` for a function node and a tensor summary for
-    ``AccumulateGrad``; ``saved`` lists ``{name, shape, dtype, value, freed}`` for
-    each ``_saved_*`` attribute (and ``packed``, see below); ``module`` names the ``nn.Module`` whose forward
-    made the node, or ``null``; ``path`` and ``line`` give the line of the user's
-    code that made the node (the innermost frame outside torch), or ``null``
-    (always for ``AccumulateGrad``); ``made`` is the order autograd made the
-    nodes in (0 for the first), ``null`` for ``AccumulateGrad``
+  - ``nodes``: ``{id, name, variable, leaf, saved, module, path, line, made,
+    derivative}``; ``leaf`` is ``null`` for a function node and a tensor summary for
+    ``AccumulateGrad``; ``saved`` lists ``{name, shape, dtype, value, freed, packed,
+    version, version_now, values}`` for each ``_saved_*`` attribute (a custom
+    ``autograd.Function``'s ``ctx.saved_tensors`` as ``tensors[0]``, ...):
+    ``version`` is the version counter (``_version``) a saved tensor was saved at,
+    the one backward checks, and ``version_now`` its version when the graph was
+    walked where that differs (changed in place since: backward will raise), else
+    ``null``; ``values`` a small saved tensor's numbers, else ``null``; ``packed``
+    what a saved-tensor pack hook (``torch.utils.checkpoint``, offloading) stored
+    instead, in words; ``module`` names the ``nn.Module`` whose forward made the
+    node, or ``null``; ``path`` and ``line`` give the line of the user's code that
+    made the node (the innermost frame outside torch), or ``null`` (always for
+    ``AccumulateGrad``); ``made`` is the order autograd made the nodes in (0 for
+    the first), ``null`` for ``AccumulateGrad``; ``derivative`` says what computes
+    the node's gradients (below)
   - ``edges``: ``{source, target, output_nr, input_nr, gradient, hooked_from}``:
     gradient flows from ``source`` to ``target``; ``gradient`` is the tensor summary
     that flowed (for an edge that alone feeds its input, what arrived, after any
@@ -34,9 +45,44 @@ Schema (``schema_version`` 2); every key is always present:
   backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
   ``count`` calls in a row with the same op, phase and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
-  ``{function, path, line, depth, calls}``
+  ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
+  torch is installed in, e.g. ``torch/autograd/__init__.py``
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
-- ``facts``: what the scenario's lesson function returned
+- ``facts``: what the scenario's lesson function returned (a fact whose name ends
+  in ``_path`` is a path, written like every other one)
+- ``torch_commit``: the commit (or release tag) of PyTorch's repository that
+  every ``url`` points at
+- ``kernels``: what ran below each ATen operator, one entry per phase and
+  operator in first-call order: ``{op, phase, schema, source,
+  structured_delegate, device_key, kernel, kernel_entry, kernel_key, symbol,
+  registered, dispatch, cpp_path, note}``: the ``native_functions.yaml`` entry
+  (``source``), the kernel it names for the call's backend key
+  (``device_key``, e.g. ``"CPU"``) and the entry and key it is listed under, the
+  C++ ``symbol`` to break on, where the dispatcher has that kernel
+  ``registered``, and ``dispatch``: the keys the call went through, highest
+  priority first, ``{key, kernel, fallthrough, registered}``. ``schema``,
+  ``source`` and the kernel are ``null`` for an operator that is not in
+  ``native_functions.yaml`` (``note`` says so). ``cpp_path`` is ``null``
+  unless the trace was taken with ``--native``; then it lists the C++ frames
+  from the last Python line to where the dispatcher handed the call to the
+  trace, grouped as ``{layer, functions, folded}`` (``folded``: frames of
+  plumbing not listed)
+- ``native_skipped``: why ``cpp_path`` is ``null``, or ``null``
+
+A node's ``derivative`` is ``{kind, summary, op, schema, inputs, formulas,
+source}``: ``kind`` is ``"formula"`` (generated from ``derivatives.yaml``: ``op``
+and ``schema`` name the entry, ``inputs`` the inputs in the order of the node's
+edges, ``formulas`` lists ``{inputs, formula, plain}`` with the formula as the
+yaml writes it and, for common ones, ``plain``: the same in plain terms for real
+tensors), ``"c++"`` (written by hand, such as ``AccumulateGrad``), ``"custom"``
+(a ``torch.autograd.Function``), ``"compiled"`` (a ``torch.compile`` region) or
+``"unknown"``; ``summary`` says it in one line.
+
+A ``source`` or ``registered`` place is ``{path, line, kind, url, template,
+template_url}``: ``path`` in PyTorch's repository; ``kind`` ``"repository"``
+(``url`` on GitHub at ``torch_commit``), ``"generated"`` (written while torch
+was built, so not in the repository and without ``url``; ``template`` is the
+repository file it is generated from) or ``"elsewhere"`` (outside PyTorch).
 
 A tensor summary is ``{shape, dtype, values, norm, layout, nnz, quantized}``:
 ``values`` for tensors of at most 16 elements (a complex number as ``[real,
@@ -44,12 +90,17 @@ imaginary]``; a quantized tensor's values dequantized), ``norm`` for larger
 floating-point and complex tensors; ``layout`` (``"sparse_coo"``, ...) and
 ``nnz`` (stored entries) for a sparse tensor, which keeps its ``norm`` but no
 values; ``quantized`` (e.g. ``"per_tensor_affine scale=0.1 zero_point=0"``) for a
-quantized one. A saved value (``saved``) also has ``packed``: what a saved-tensor
-pack hook (``torch.utils.checkpoint``, offloading) stored instead, in words.
+quantized one.
 
-Version 2 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
-``packed`` to saved values, ``hooked_from`` to edges, ``before_hooks`` to backward steps, ``count`` to ops,
-and ``layout``, ``nnz`` and ``quantized`` to tensor summaries.
+Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
+``packed`` and ``version_now`` to saved values, ``hooked_from`` to edges,
+``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
+``quantized`` to tensor summaries.
+
+Every path (each ``path``, and each fact whose name ends in ``_path``) goes
+through ``traces.paths.portable_path``, so that a saved trace
+holds nothing particular to the machine that wrote it: no user name, no
+virtual environment's folder. The terminal shows the absolute paths.
 
 The file is indented JSON with each record short enough (an op call, a tensor
 summary, a saved value) on one line.
@@ -64,12 +115,25 @@ import dataclasses
 import json
 from typing import Any
 
+from traces.paths import portable_path
 from traces.trace import Trace
 
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
-    fields = dataclasses.asdict(trace)
+    fields = with_portable_paths(dataclasses.asdict(trace))
     return {"schema_version": fields.pop("schema_version"), **fields}
+
+
+def with_portable_paths(value: Any) -> Any:
+    """``value`` with every path in it (a ``path``, or anything named ``*_path``) made portable."""
+    if isinstance(value, dict):
+        return {
+            key: portable_path(item) if isinstance(item, str) and key.endswith("path") else with_portable_paths(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [with_portable_paths(item) for item in value]
+    return value
 
 
 def trace_to_json(trace: Trace) -> str:
@@ -78,18 +142,19 @@ def trace_to_json(trace: Trace) -> str:
     return json_text(trace_to_dict(trace)) + "\n"
 
 
-ONE_LINE = 240  # characters: a value this short is written on one line
+ONE_LINE = 240  # characters: a value this short (with its key and a comma) is written on one line
 
 
-def json_text(value: Any, indent: int = 0) -> str:
+def json_text(value: Any, indent: int = 0, key: str = "") -> str:
+    """``value`` as JSON, after ``key`` (``"name": ``) on a line indented by ``indent``."""
     text = json.dumps(value)
-    if len(text) <= ONE_LINE or not isinstance(value, (dict, list)) or not value:
-        return text
+    if len(key) + len(text) < ONE_LINE or not isinstance(value, (dict, list)) or not value:
+        return key + text
     inner = " " * (indent + 2)
     if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(key)}: {json_text(item, indent + 2)}" for key, item in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+        items = [inner + json_text(item, indent + 2, f"{json.dumps(name)}: ") for name, item in value.items()]
+        return key + "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
     if all(not isinstance(item, (dict, list)) for item in value):  # numbers: one line, however long
-        return text
+        return key + text
     items = [inner + json_text(item, indent + 2) for item in value]
-    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+    return key + "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"

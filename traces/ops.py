@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from traces.native import FirstCall, observe_call
 from traces.places import importing_now, users_line
 from traces.tensors import _tracer_at_work as _at_work
-from traces.tensors import dtype_name, iter_tensors, tracer_at_work
+from traces.tensors import dtype_name, iter_tensors
 
 # The next sequence number autograd will give a node (torch 2.1 and newer).
 next_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", lambda: None)
@@ -99,15 +100,22 @@ class NodePlaces:
 
 
 class OpRecorder(TorchDispatchMode):
-    """Records each operator call; setting ``phase`` labels the calls from then on."""
+    """Records each operator call; setting ``phase`` labels the calls from then on.
 
-    def __init__(self) -> None:
+    At each operator's first call it also notes what ``traces.native`` needs to
+    say what ran below it: the call's dispatch keys and, with ``native=True``,
+    the C++ frames that led here (the first capture takes a second or two).
+    """
+
+    def __init__(self, native: bool = False) -> None:
         super().__init__()
         self.phase = "forward"
         self._calls: list[list] = []  # [phase, op, inputs, outputs, count]; see ``calls``
         self._names: dict = {}  # operator -> its name
         self.node_places = NodePlaces()
         self._noted = self.node_places._first
+        self.first_calls: dict[tuple[str, str], FirstCall] = {}  # (phase, op) -> what its first call noted
+        self.native = native
         self._active = False
         # Called once, at the first operator, with the frame that called it (see Tracer.recording).
         self.at_first_operator: Callable[[FrameType], None] | None = None
@@ -172,6 +180,9 @@ class OpRecorder(TorchDispatchMode):
                 last[4] += 1
             else:
                 self._calls.append([self.phase, name, inputs, outputs, 1])
+            if (self.phase, name) not in self.first_calls:
+                tensors = list(iter_tensors((args, kwargs))) or list(iter_tensors(result))  # a factory has no inputs
+                self.first_calls[self.phase, name] = observe_call(tensors, self.native)
         finally:
             if paused:
                 setprofile(profile)

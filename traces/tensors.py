@@ -1,9 +1,11 @@
-"""Plain-data summaries of tensors, so a trace never holds on to a tensor."""
+"""What the project says about a tensor: plain-data summaries, so that a trace never
+holds on to a tensor, and ``describe``, the one line the debugger shows."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -164,3 +166,119 @@ def _format_values(values: float | list, complex_pairs: bool = False) -> str:
     if isinstance(values, float):
         return f"{values:.4g}"
     return str(values)
+
+
+# One line for a tensor: what the debugger's Variables pane, hover and Watch show.
+# It reads only metadata (shape, dtype, device, autograd state); values only for a
+# plain CPU tensor of a handful of elements, so it never copies a large tensor or
+# waits for an accelerator.
+
+# Tensors with at most this many elements show their values in their line.
+LINE_VALUES = 8
+# Types whose data is the tensor's own memory; a subclass (FakeTensor, DTensor, ...)
+# may have none, or compute it, so its values are never read.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def shape_text(shape) -> str:
+    return "[" + ", ".join(str(size) for size in shape) + "]"
+
+
+def describe(tensor: torch.Tensor) -> str:
+    """One line: ``Tensor[64, 512] float32 cpu · grad_fn=AddmmBackward0``.
+
+    Then, where they apply: ``leaf · requires_grad``, ``retains_grad``, the shape
+    of ``.grad``, ``view of [3]`` (the base's shape), ``v1`` (in-place changes so
+    far, ``_version``). A plain CPU tensor of at most LINE_VALUES elements also
+    shows its values: ``Tensor[3] float32 cpu = [1, 2, 3]``.
+    """
+    parts = [tensor_header(tensor)]
+    if tensor.grad_fn is not None:
+        parts.append(f"grad_fn={type(tensor.grad_fn).__name__}")
+    elif tensor.requires_grad:
+        parts.append("leaf · requires_grad")
+    if tensor.retains_grad:
+        parts.append("retains_grad")
+    grad = readable_grad(tensor)
+    if grad is not None:
+        parts.append(f"grad {shape_text(grad.shape)}")
+    if tensor._is_view():
+        parts.append(f"view of {shape_text(tensor._base.shape)}")
+    version = version_of(tensor)
+    if version:
+        parts.append(f"v{version}")
+    return " · ".join(parts)
+
+
+def tensor_header(tensor: torch.Tensor) -> str:
+    """The start of ``describe``'s line: type, shape, dtype, device (layout, values where shown)."""
+    line = f"{type(tensor).__name__}{shape_text(tensor.shape)} {dtype_name(tensor)} {tensor.device}"
+    if tensor.layout != torch.strided:
+        line += f" {str(tensor.layout).removeprefix('torch.')}"
+    values = small_values(tensor)
+    if values is not None:
+        line += f" = {_format_values(values)}"
+    return line
+
+
+def format_values(values: float | list) -> str:
+    """Values as ``describe`` shows them: 4 significant digits, nested lists as brackets."""
+    return _format_values(values)
+
+
+def readable_grad(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor.grad`` where torch keeps one (a leaf, or retain_grad()); None elsewhere.
+
+    Reading ``.grad`` of any other non-leaf makes torch print a warning into the
+    program's output, so it is not read.
+    """
+    if tensor.is_leaf or tensor.retains_grad:
+        return tensor.grad
+    return None
+
+
+def version_of(tensor: torch.Tensor) -> int | None:
+    """How often the tensor was changed in place (``_version``); None for inference tensors."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def has_own_values(tensor: torch.Tensor) -> bool:
+    """Whether the values can be read from the CPU's memory without computing or copying anything."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+    return (
+        type(tensor) in _PLAIN_TYPES
+        and tensor.layout == torch.strided
+        and tensor.device.type == "cpu"
+        and not tensor.is_quantized
+        and not wrapped(tensor)
+    )
+
+
+def small_values(tensor: torch.Tensor) -> float | list | None:
+    """The values of a plain CPU tensor of at most LINE_VALUES elements; None for any other."""
+    if tensor.numel() > LINE_VALUES or not has_own_values(tensor):
+        return None
+    with reading_values():
+        return tensor.tolist()
+
+
+def first_values(tensor: torch.Tensor, count: int) -> list | None:
+    """Up to ``count`` values from the start of the last dimension (``t[0, ..., 0, :count]``).
+
+    Read through a view, so nothing else is copied; None where ``has_own_values`` is False.
+    """
+    if not has_own_values(tensor):
+        return None
+    with reading_values():
+        row = tensor.detach()
+        while row.dim() > 1:
+            row = row[0]
+        return row[:count].tolist() if row.dim() == 1 else [row.item()]
+
+
+@contextmanager
+def reading_values() -> Iterator[None]:
+    """Read a tensor's values as nobody's operators: no dispatch mode sees them, and a
+    trace does not record them as the program's."""
+    with tracer_at_work(), torch._C._DisableTorchDispatch():
+        yield

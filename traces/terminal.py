@@ -35,6 +35,7 @@ from traces.graph import AutogradGraph, AutogradNode, SavedValue
 from traces.ops import fold_calls
 from traces.places import shown_path
 from traces.tensors import TensorSummary
+from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
 from traces.trace import VIEWS, Trace
 
 PHASES = ("forward", "backward")
@@ -52,7 +53,8 @@ def render_trace(trace: Trace, console: Console, views: tuple[str, ...] = VIEWS,
     if "graph" in views or "backward" in views:
         shown.append(lambda: render_graph_and_backward(trace, console, views, depth))
     if "ops" in views:
-        shown.append(lambda: render_ops(trace, console))
+        compact = trace.graph is not None and grouped(trace.graph, depth)
+        shown.append(lambda: render_ops(trace, console, compact))
     if "source" in views:
         shown.append(lambda: render_source(trace, console))
     for number, show in enumerate(shown):
@@ -74,6 +76,7 @@ def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, 
         return
     if "graph" in views:
         console.print(graph_tree(trace.graph))
+        render_formula_sources(trace, console)
     if "backward" in views and trace.backward:
         console.print(backward_table(trace, trace.graph, console.width))
 
@@ -110,6 +113,10 @@ def saved_text(saved: SavedValue) -> str:
         text = escape(f"{saved.name} packed {saved.packed}")
     elif saved.shape is not None:
         text = f"{saved.name} {saved.dtype}{saved.shape}"
+        if saved.version is not None:  # the version it was saved at, which backward checks
+            text += f" _version={saved.version}"
+        if saved.version_now is not None:
+            text += f" (changed in place since: now {saved.version_now}, so backward will raise)"
     elif saved.value is not None:
         text = escape(f"{saved.name}={saved.value}")
     else:  # freed before the graph was walked: nothing is known of it but its name
@@ -133,7 +140,7 @@ def graph_tree(graph: AutogradGraph) -> Tree:
             branch.add(f"{edge_text}{node_text(node)} [dim](shown above)[/dim]")
             continue
         shown.add(node_id)
-        child = branch.add(edge_text + node_text(node))
+        child = branch.add(edge_text + node_text(node) + derivative_text(node, graph))
         for edge in reversed(graph.edges_from(node_id)):
             gradient = f"[yellow]grad {edge_gradient_text(edge)}[/yellow] → " if edge.gradient else ""
             stack.append((child, edge.target, gradient))
@@ -170,10 +177,12 @@ def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Tabl
     table.add_column("node", width=max(longest_word, min(longest_label, room)))
     table.add_column("gradient arriving", overflow="fold")
     table.add_column("gradients leaving, one per edge", overflow="fold")
+    table.add_column("formula, with the numbers", overflow="fold")
     for step, label in zip(trace.backward, labels):
         arriving = arriving_text(step)
         leaving = ", ".join(gradient_text(g) for g in step.leaving) or "[dim](into .grad)[/dim]"
-        table.add_row(str(step.order), escape(label), arriving, leaving)
+        node = graph.node(step.node)
+        table.add_row(str(step.order), escape(label), arriving, leaving, equations_text(step, node, graph))
     return table
 
 
@@ -378,7 +387,7 @@ def metas_text(metas: list) -> str:
     return shown + (f", … +{len(metas) - MAX_SHAPES} more" if len(metas) > MAX_SHAPES else "")
 
 
-def render_ops(trace: Trace, console: Console) -> None:
+def render_ops(trace: Trace, console: Console, compact: bool = False) -> None:
     """One row per op and phase. The op names are never cut (overloads differ only at the end);
     the first call's shapes get what width is left, and end in "…" when they need more."""
     rows = []
@@ -402,6 +411,7 @@ def render_ops(trace: Trace, console: Console) -> None:
         shapes_text.truncate(shapes_width, overflow="ellipsis")
         table.add_row(phase, Text(op, style="dim" if not count else ""), count, shapes_text)
     console.print(table)
+    render_kernels(trace, console, compact)
 
 
 def render_source(trace: Trace, console: Console) -> None:

@@ -15,16 +15,18 @@ import torch
 from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph
 from traces.modules import ModuleRecorder
+from traces.native import OpKernel, describe_ops, installed_index, node_derivative, torch_commit
 from traces.ops import OpCall, OpRecorder
-from traces.places import TORCH_DIR
+from traces.places import TORCH_DIR, TRACES_DIR
 from traces.source import SourceEntry, SourceRecorder
 from traces.tensors import tracer_at_work
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 2  # see traces/json_file.py
+SCHEMA_VERSION = 5  # see traces/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
+NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
 
 @dataclass
@@ -40,6 +42,9 @@ class Trace:
     source: list[SourceEntry] = field(default_factory=list)
     source_skipped: str | None = None  # why there is no source view, when there is none
     facts: dict[str, Any] = field(default_factory=dict)
+    torch_commit: str = ""  # the commit (or release tag) every link points at
+    kernels: list[OpKernel] = field(default_factory=list)  # below each ATen op: one per phase and op, in first-call order
+    native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
     def show(self, console: Console | None = None, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
@@ -73,8 +78,9 @@ class Tracer:
     forward phase; recording ends when the backward does.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, native: bool = False) -> None:
         self.enabled = enabled
+        self.native = native  # also capture the C++ frames of each distinct operator
         self.backward_recording: BackwardRecording | None = None
         self.device: str | None = None  # where the traced backward's outputs live
         self._ops: OpRecorder | None = None
@@ -88,7 +94,7 @@ class Tracer:
             yield
             return
         self._modules = ModuleRecorder()
-        self._ops = OpRecorder()
+        self._ops = OpRecorder(native=self.native)
         self._source = SourceRecorder(TORCH_DIR)
         # The source view starts at the first operator: the imports at the top of a script,
         # which run hundreds of torch's functions and nothing of the code's, cost nothing.
@@ -151,6 +157,11 @@ class Tracer:
             facts = dataclasses.asdict(facts)
         recording = self.backward_recording
         source = self._source
+        index = installed_index()
+        if recording:
+            for node in recording.graph.nodes:
+                node.derivative = node_derivative(node.name, index)
+        first_calls = self._ops.first_calls if self._ops else {}
         return Trace(
             scenario=scenario,
             torch_version=torch.__version__,
@@ -161,7 +172,18 @@ class Tracer:
             source=list(source.entries.values()) if source else [],
             source_skipped=source.skipped if source else "the run was not recorded",
             facts=facts,
+            torch_commit=torch_commit(),
+            kernels=describe_ops(first_calls, TRACES_DIR, index),
+            native_skipped=native_skipped(self.native, first_calls),
         )
+
+
+def native_skipped(asked: bool, first_calls) -> str | None:
+    """Why the trace has no C++ frames, or None when it has them."""
+    if not asked:
+        return NATIVE_NOT_ASKED
+    problems = {call.problem for call in first_calls.values() if call.problem}
+    return "; ".join(sorted(problems)) or None
 
 
 # The tracer lessons get when nobody traces them. It is never enabled, so it never

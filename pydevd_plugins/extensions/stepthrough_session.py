@@ -1,0 +1,164 @@
+"""What the extension changes in how a debugged process talks and steps.
+
+Fast answers: debugpy's engine (pydevd) talks to the debug adapter over one TCP
+socket per process and leaves Nagle's algorithm on, so every reply written in
+pieces waits for the adapter's delayed acknowledgement, about 40 ms for each
+request VSCode sends while paused. ``answer_at_once`` wraps
+``PyDB.initialize_network``, which receives that socket whenever a process
+connects (the program, a forked or spawned subprocess, an attach), and sets
+TCP_NODELAY on it first. ``STEPTHROUGH_KEEP_NAGLE=1`` leaves Nagle on.
+
+Stepping past the tracer: ``--trace`` (and ``python -m traces``) runs a dispatch
+mode and hooks; under F11 their Python would be entered at every operator.
+``step_past_tracer`` sets pydevd's ``should_trace_hook`` (the knob behind its
+``@DontTrace`` comments): a stepping stop is skipped in the ``traces`` package,
+in what the tracer calls, and in torch's lookup of the rule for a ``traces``
+dispatch mode (``find_torch_dispatch_rule``), which torch runs only because that
+mode is on. Breakpoints are not affected.
+
+Nothing here imports torch or ``traces``; every function leaves pydevd as it
+was when anything is not as expected.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import sysconfig
+from pathlib import Path
+
+# Set to 1 in the environment: the whole extension stays off (stock debugpy, to compare).
+STOCK_VARIABLE = "STEPTHROUGH_STOCK_DEBUGGER"
+# Set to 1: everything but TCP_NODELAY.
+KEEP_NAGLE_VARIABLE = "STEPTHROUGH_KEEP_NAGLE"
+
+# The tracing library that ships next to this extension (site-packages/traces, or the
+# project's traces/ for an editable install).
+_INSTALLED_IN = Path(__file__).parents[2]
+TRACES_DIRS = tuple({str(root / "traces") + os.sep for root in (_INSTALLED_IN, _INSTALLED_IN.resolve())})
+# The function torch's dispatcher calls to find how a dispatch mode handles an operator.
+DISPATCH_RULE_LOOKUP = ("find_torch_dispatch_rule", os.path.join("torch", "_library", "simple_registry.py"))
+
+
+def turned_on(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0")
+
+
+# -- TCP_NODELAY ---------------------------------------------------------------------------
+
+
+def set_nodelay(sock) -> bool:
+    """Turn Nagle's algorithm off on a TCP socket; False (and nothing changed) for anything else."""
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return False
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or turned_on(KEEP_NAGLE_VARIABLE):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False  # a closed socket: nothing to speed up
+    return True
+
+
+def answer_at_once(py_db_class) -> None:
+    """Make every connection ``py_db_class`` (pydevd's PyDB) starts set TCP_NODELAY first."""
+    original = py_db_class.initialize_network
+    if getattr(original, "sets_nodelay", False):
+        return
+
+    def initialize_network(self, sock, *args, **kwargs):
+        try:
+            set_nodelay(sock)
+        except Exception:
+            pass  # never stand between the program and its debugger
+        return original(self, sock, *args, **kwargs)
+
+    initialize_network.sets_nodelay = True
+    initialize_network.__wrapped__ = original
+    py_db_class.initialize_network = initialize_network
+
+
+# -- stepping ---------------------------------------------------------------------------------
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    return tuple(str(Path(root).resolve()) + os.sep for root in roots)
+
+
+LIBRARY_ROOTS = _library_roots()
+
+
+def in_traces(filename: str) -> bool:
+    return filename.startswith(TRACES_DIRS)
+
+
+def is_library(filename: str) -> bool:
+    """torch, the standard library, any installed package, or code Python made (``<string>``)."""
+    return filename.startswith(("<", *LIBRARY_ROOTS)) or f"{os.sep}site-packages{os.sep}" in filename
+
+
+def is_dispatch_rule_lookup_for_tracer(frame) -> bool:
+    code = frame.f_code
+    if code.co_name != DISPATCH_RULE_LOOKUP[0] or not code.co_filename.endswith(DISPATCH_RULE_LOOKUP[1]):
+        return False
+    mode_class = frame.f_locals.get("torch_dispatch_class")
+    return getattr(mode_class, "__module__", "").split(".")[0] == "traces"
+
+
+def is_tracer_machinery(frame) -> bool:
+    """Whether a frame runs only because the tracer is on.
+
+    It is: the tracer's own code; anything the tracer called (its callers, back to
+    the first frame outside torch, the standard library and installed packages,
+    include a ``traces`` frame); torch's rule lookup for a ``traces`` dispatch mode.
+    The program's own code and what it calls are never machinery, even when
+    ``python -m traces`` started the program.
+    """
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if in_traces(filename) or is_dispatch_rule_lookup_for_tracer(frame):
+            return True
+        if not is_library(filename):
+            return False  # the program's own code
+        frame = frame.f_back
+    return False
+
+
+def _frame_running(code, depth: int = 2, search: int = 12):
+    """The frame of ``code`` that pydevd is asking about: the nearest one on this thread's stack."""
+    frame = sys._getframe(depth)
+    for _ in range(search):
+        if frame is None:
+            return None
+        if frame.f_code is code:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def step_past_tracer(dont_trace_module, per_frame: bool) -> None:
+    """Set pydevd's ``should_trace_hook`` so that stepping never stops in tracer machinery.
+
+    ``per_frame``: pydevd asks once per frame (sys.settrace, Python 3.11 and older),
+    so the answer may depend on who called; otherwise (sys.monitoring) it asks once
+    per function and keeps the answer, so only the ``traces`` package is skipped.
+    """
+    previous = dont_trace_module.should_trace_hook
+
+    def should_trace_hook(code, filename: str) -> bool:
+        if previous is not None and not previous(code, filename):
+            return False
+        try:
+            if in_traces(code.co_filename):
+                return False
+            if not per_frame:
+                return True
+            frame = _frame_running(code)
+            return frame is None or not is_tracer_machinery(frame)
+        except Exception:
+            return True  # when in doubt, step as debugpy does
+
+    dont_trace_module.should_trace_hook = should_trace_hook
