@@ -168,3 +168,12 @@ def test_an_op_with_64_inputs_is_one_row():
         rows = [line for line in shown(trace, width, views=("ops",)).splitlines() if "aten::stack" in line]
         assert len(rows) == 1 and len(rows[0]) <= width
     assert "float32[2], float32[2], float32[2], float32[2], … +60 more -> float32[64, 2]" in rows[0]
+
+
+def test_the_tracers_own_calls_into_torch_are_not_in_the_source_view(resnet):
+    trace = resnet[0]
+    if trace.source_skipped:
+        pytest.skip(trace.source_skipped)
+    calls = {entry.function: entry.calls for entry in trace.source}
+    # torch's own check, once per module call; the module hooks' checks are not counted
+    assert calls["is_compiling"] == calls["Module._call_impl"] == 76
