@@ -169,3 +169,29 @@ def test_an_op_with_64_inputs_is_one_row():
         rows = [line for line in shown(trace, width, views=("ops",)).splitlines() if line.startswith("│ forward") and "aten::stack" in line]
         assert len(rows) == 1 and len(rows[0]) <= width
     assert "float32[2], float32[2], float32[2], float32[2], … +60 more -> float32[64, 2]" in rows[0]
+
+
+def test_the_tracers_own_calls_into_torch_are_not_in_the_source_view(resnet):
+    trace = resnet[0]
+    if trace.source_skipped:
+        pytest.skip(trace.source_skipped)
+    calls = {entry.function: entry.calls for entry in trace.source}
+    # torch's own check, once per module call; the module hooks' checks are not counted
+    assert calls["is_compiling"] == calls["Module._call_impl"] == 76
+
+
+def test_a_small_models_node_by_node_picture_fits_the_window_too():
+    if not dot_available():
+        pytest.skip("Graphviz's dot is not installed")
+    # The quickstart's network, as training_step traces it: 16 nodes, drawn one by one.
+    stack = torch.nn.Sequential(
+        torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)
+    )
+    with traces.record() as trace:
+        loss = torch.nn.functional.cross_entropy(stack(torch.randn(64, 784)), torch.randint(0, 10, (64,)))
+        loss.backward()
+    assert len(trace.graph.nodes) == 16
+    svg = to_svg(trace)
+    width = float(re.search(r'<svg width="([\d.]+)pt"', svg).group(1))
+    assert width * 4 / 3 <= 1600
+    assert ">weight: float32[512, 784]<" in svg  # a parameter named inside its module's box

@@ -130,6 +130,7 @@ def nothing_in_place() -> dict[str, object]:
     before (a debugger's or coverage's, or none)."""
     return {
         "profile": sys.getprofile(),
+        "trace": sys.gettrace(),
         "dispatch modes": 0,
         "module forward hooks": 0,
         "module forward pre-hooks": 0,
@@ -140,6 +141,7 @@ def nothing_in_place() -> dict[str, object]:
 def hooks_in_place() -> dict[str, object]:
     return {
         "profile": sys.getprofile(),
+        "trace": sys.gettrace(),
         "dispatch modes": torch._C._len_torch_dispatch_stack(),
         "module forward hooks": len(nn.modules.module._global_forward_hooks),
         "module forward pre-hooks": len(nn.modules.module._global_forward_pre_hooks),
@@ -178,7 +180,7 @@ def test_recording_stops_when_the_traced_backward_ends():
         y = w * 3
         with tracer.backward_of({"y": y}, names={"w": w}):
             y.backward()
-        assert sys.getprofile() is None or debugger_active()
+        assert (sys.getprofile(), sys.gettrace()) == (None, None) or debugger_active()
         torch.ones(1) + 1  # after the traced backward: not recorded
     assert "aten::ones" not in [call.op for call in tracer.trace("t", "cpu", {}).ops]
 

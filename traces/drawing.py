@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from traces.grouping import DEFAULT_DEPTH, combined_norm, display_groups, gradient_norms, grouped, opened_modules
+from traces.grouping import (
+    DEFAULT_DEPTH,
+    combined_norm,
+    display_groups,
+    gradient_norms,
+    grouped,
+    opened_modules,
+    summary_norm,
+)
 from traces.graph import AutogradNode
 from traces.places import shown_path
+from traces.tensors import TensorSummary
 from traces.trace import Trace
 
 MAX_LEAF_VALUES = 4  # a leaf with more values is labelled with its dtype and shape
@@ -48,9 +57,22 @@ class Drawing:
     empty: str | None = None  # what to say instead, when there is no graph
 
 
-def node_label(node: AutogradNode) -> str:
+def short(summary: TensorSummary) -> str:
+    """A tensor summary for a label: its values when there are a few, else dtype, shape and norm."""
+    values = summary.values
+    if values is None or (isinstance(values, list) and len(values) > MAX_LEAF_VALUES):
+        norm = summary_norm(summary)
+        return f"{summary.dtype}{summary.shape}" + ("" if norm is None else f" norm={norm:.4g}")
+    return str(summary)
+
+
+def node_label(node: AutogradNode, inside: str | None = None) -> str:
+    """The node's label; in the box of the module ``inside``, a parameter of it is named
+    without the module's name (``weight`` in ``linear_relu_stack.0``)."""
     if node.is_leaf:
         name = node.variable or "leaf"
+        if inside and name.startswith(inside + "."):
+            name = name[len(inside) + 1 :]
         values = node.leaf.values
         if values is None or (isinstance(values, list) and len(values) > MAX_LEAF_VALUES):
             return f"{name}: {node.leaf.dtype}{node.leaf.shape}"
@@ -62,8 +84,8 @@ def arrow_label(edge) -> str:
     """The gradient that flowed back along an edge; where a tensor hook changed it, what was sent too."""
     if not edge.gradient:
         return ""
-    label = f"grad {edge.gradient}"
-    return label if edge.hooked_from is None else f"{label} (hook changed it from {edge.hooked_from})"
+    label = f"grad {short(edge.gradient)}"
+    return label if edge.hooked_from is None else f"{label} (hook changed it from {short(edge.hooked_from)})"
 
 
 def tooltip(location: str | None) -> str:
@@ -93,7 +115,7 @@ def drawing(trace: Trace, depth: int | None = None) -> Drawing:
     boxes = [
         Box(
             node.id,
-            node_label(node),
+            node_label(node, inside=node.module),
             "leaf" if node.is_leaf else "function",
             tooltip(node.location),
             module_chain(trace, node.module)[-1:],

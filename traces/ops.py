@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_right
-from sys import getprofile, setprofile
+from sys import gettrace, settrace
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -164,10 +164,10 @@ class OpRecorder(TorchDispatchMode):
         # What follows is the tracer's work (even the operator's Python wrapper is not the
         # code's): tracer_at_work, written out, since this runs for every operator.
         token = _at_work.set(True)
-        profile = getprofile()
-        paused = getattr(profile, "paused_while_tracer_works", False)
+        tracing = gettrace()
+        paused = getattr(tracing, "paused_while_tracer_works", False)
         if paused:
-            setprofile(None)
+            settrace(None)
         try:
             inputs = shapes_of(args, kwargs)  # before the call: an in-place op changes them
             result = func(*args, **kwargs)
@@ -185,7 +185,7 @@ class OpRecorder(TorchDispatchMode):
                 self.first_calls[self.phase, name] = observe_call(tensors, self.native)
         finally:
             if paused:
-                setprofile(profile)
+                settrace(tracing)
             _at_work.reset(token)
         return result
 

@@ -38,7 +38,7 @@ def dot_source(picture_of: Drawing) -> str:
 
     picture = graphviz.Digraph(
         picture_of.title,
-        graph_attr={"rankdir": "LR" if picture_of.left_to_right else "TB", "fontname": "Helvetica"},
+        graph_attr={"rankdir": "LR" if picture_of.left_to_right else "TB", "fontname": "Helvetica", "newrank": "true", "nodesep": "0.15"},
     )
     picture.attr("node", fontname="Helvetica", style="filled")
     picture.attr("edge", fontname="Helvetica", fontsize="10", color="#555555")

@@ -6,7 +6,7 @@ often it was called. What runs while a module is being imported (``import
 torchvision`` calls hundreds of torch functions) is left out, and so is what
 ``torch.compile`` runs inside: the view shows where the code enters it. Python 3.12 and newer offer ``sys.monitoring``, whose
 events can be switched off per function (so code outside torch costs nothing
-after its first call); older Pythons get a profile function.
+after its first call); older Pythons get a trace function (``sys.settrace``).
 
 A debugger traces the process through the same machinery. When one is
 attached, this view is skipped rather than disturbing it.
@@ -19,12 +19,17 @@ import sys
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
+from traces.modules import is_compiling
 from traces.places import importing_now
 from traces.tensors import is_tracer_at_work
 
 # Torch runs this before every operator while a Python dispatch mode (the ops
 # view's) is active, so it and what it calls belong to the tracer, not the scenario.
 DISPATCH_MODE_LOOKUP = "find_torch_dispatch_rule"
+
+# The module hooks ask torch.compiler.is_compiling() before anything else, outside
+# tracer_at_work (torch.compile must see them step aside): not the code's call.
+COMPILE_CHECK = is_compiling.__code__
 
 # The file name of Python's import system, whose frames are on the stack while a module is imported.
 IMPORT_MACHINERY = "<frozen importlib._bootstrap>"
@@ -87,7 +92,7 @@ class SourceRecorder:
             return
         monitoring = getattr(sys, "monitoring", None)
         if monitoring is None:
-            self._start_profile()
+            self._start_tracing()
         elif monitoring.get_tool(monitoring.PROFILER_ID) is None:
             self._start_monitoring(monitoring)
         else:
@@ -108,8 +113,8 @@ class SourceRecorder:
             self._stop = None
 
     def _entered(self, code: CodeType, frame: FrameType) -> None:
-        if is_tracer_at_work():  # torch code run for the tracer
-            return
+        if is_tracer_at_work() or frame.f_back is not None and frame.f_back.f_code is COMPILE_CHECK:
+            return  # torch code run for the tracer
         entry = self.entries.get(code)
         if entry is not None:
             entry.calls += 1
@@ -141,17 +146,21 @@ class SourceRecorder:
             return  # remembered either, since the same function may run again, for the code being traced
         self.entries[code] = SourceEntry(name, code.co_filename, code.co_firstlineno, depth, 1)
 
-    def _start_profile(self) -> None:
-        def profile(frame: FrameType, event: str, arg) -> None:
+    def _start_tracing(self) -> None:
+        """Before Python 3.12: a trace function, called once as each function starts (a profile
+        function would also be called as each one returns, and around every call of a C function)."""
+
+        def trace(frame: FrameType, event: str, arg) -> None:
             if event == "call" and frame.f_code.co_filename.startswith(self.package_dir):
                 self._entered(frame.f_code, frame)
+            # Returns None: no line-by-line tracing inside the function.
 
         def stop() -> None:
-            if sys.getprofile() is profile:
-                sys.setprofile(None)
+            if sys.gettrace() is trace:
+                sys.settrace(None)
 
-        profile.paused_while_tracer_works = True  # see traces.tensors.tracer_at_work
-        sys.setprofile(profile)
+        trace.paused_while_tracer_works = True  # see traces.tensors.tracer_at_work
+        sys.settrace(trace)
         self._stop = stop
 
     def _start_monitoring(self, monitoring) -> None:

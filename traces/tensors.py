@@ -24,24 +24,24 @@ _tracer_at_work: ContextVar[bool] = ContextVar("tracer_at_work", default=False)
 class tracer_at_work:
     """A ``with`` block of the tracer's own work: the views do not record it.
 
-    It also pauses the source view's profile function (one marked
-    ``paused_while_tracer_works``; never a debugger's), which on Python 3.11
+    It also pauses the source view's trace function (one marked
+    ``paused_while_tracer_works``; never a debugger's), which before Python 3.12
     would otherwise be called for every function the tracer calls.
     """
 
-    __slots__ = ("_token", "_profile")
+    __slots__ = ("_token", "_tracing")
 
     def __enter__(self) -> None:
         self._token = _tracer_at_work.set(True)
-        self._profile = sys.getprofile()
-        if getattr(self._profile, "paused_while_tracer_works", False):
-            sys.setprofile(None)
+        self._tracing = sys.gettrace()
+        if getattr(self._tracing, "paused_while_tracer_works", False):
+            sys.settrace(None)
         else:
-            self._profile = None
+            self._tracing = None
 
     def __exit__(self, *error) -> None:
-        if self._profile is not None:
-            sys.setprofile(self._profile)
+        if self._tracing is not None:
+            sys.settrace(self._tracing)
         _tracer_at_work.reset(self._token)
 
 

@@ -316,11 +316,11 @@ def add_lines_outside_modules(lines: Lines, graph: AutogradGraph) -> None:
     lines.add(0, Text("outside any module", style="bold"))
     ordered = sorted(by_line.values(), key=lambda nodes: first_made(nodes).made if first_made(nodes) else -1)
     for nodes in ordered[:MAX_LINE_GROUPS]:
-        named = [f"{node.variable} = {node.name}" for node in nodes if node.variable and not node.is_leaf]
-        leaves = [node.variable for node in nodes if node.variable and node.is_leaf]
-        text = Text(", ".join(named) if named and len(named) == len(nodes) else kinds(nodes))
-        if leaves and len(leaves) <= 6:
-            text.append(f" ({', '.join(leaves)})")
+        named = [node for node in nodes if node.variable]
+        if len(named) == len(nodes) <= 3:  # loss = SumBackward0; w (AccumulateGrad)
+            text = Text(", ".join(node.label if node.is_leaf else f"{node.variable} = {node.name}" for node in nodes))
+        else:  # LogSoftmaxBackward0, NllLossBackward0 (loss)
+            text = Text(kinds(nodes) + (f" ({', '.join(node.variable for node in named[:6])})" if named else ""))
         lines.add(2, text, location_text(first_made(nodes)))
     if len(ordered) > MAX_LINE_GROUPS:
         rest = sum(len(nodes) for nodes in ordered[MAX_LINE_GROUPS:])
@@ -368,10 +368,11 @@ def module_backward_table(trace: Trace, depth: int) -> Table:
 
 def group_label(group: str, kind_of: dict[str, str], opened: set[str], nodes: list[AutogradNode]) -> str:
     if group.startswith("line "):
-        location = group.removeprefix("line ")
-        path, _, line = location.rpartition(":")
-        named = [node.label for node in nodes if node.variable]
-        return escape(named[0] if len(named) == 1 and len(nodes) == 1 else f"{shown_path(path)}:{line}")
+        if len(nodes) == 1 and nodes[0].variable:
+            return escape(nodes[0].label)  # loss (SumBackward0)
+        path, _, line = group.removeprefix("line ").rpartition(":")
+        named = sorted({node.variable for node in nodes if node.variable})
+        return escape(f"{shown_path(path)}:{line}" + (f" ({', '.join(named[:3])})" if named else ""))
     if group.startswith("node "):
         return escape(nodes[0].label)
     kind = kind_of.get(group)
