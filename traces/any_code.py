@@ -81,6 +81,11 @@ def named_outputs(outputs: list[torch.Tensor], local_names: dict[str, torch.Tens
     return named
 
 
+# The watch's functions that only pass the code's backward call on to torch: a debugger
+# (pydevd_plugins/extensions/stepthrough_session.py) steps through them into torch's own code.
+PASSES_CALLS_ON = ("wrapper", "_record")
+
+
 class BackwardWatch:
     """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass.
 
