@@ -8,10 +8,11 @@ change a gradient, and all of them are removed when the ``with`` block ends.
 
 A tensor hook (``tensor.register_hook``) may change a gradient between the node
 that sent it and the node it arrives at: the engine runs those hooks just before
-the node-pre-hooks. So each gradient sent is kept until its node runs, and when
-what arrives is not what was sent (or the sum of what was sent, when several
-edges feed one input), the step notes the gradient before the hooks, and an
-edge that alone feeds its input shows the gradient that arrived, noting what was sent.
+the node pre-hooks. So a gradient sent is kept until its node runs (where several
+edges feed one input, a sample of its values), and when what arrives is not what
+was sent (or the sum of what was sent), the step notes the gradient before the
+hooks, and an edge that alone feeds its input shows the gradient that arrived,
+noting what was sent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
-from traces.tensors import TensorSummary, summarize, tracer_at_work
+from traces.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
 
 
 @dataclass
@@ -47,18 +48,61 @@ def _summaries(gradients) -> list[TensorSummary | None]:
     return [summarize(g) if g is not None else None for g in gradients]
 
 
-def changed_by_hooks(sent: list[torch.Tensor] | None, arrived: torch.Tensor | None) -> TensorSummary | None:
-    """What was sent, summed, if tensor hooks changed it on the way to ``arrived``; else None."""
-    if not sent or arrived is None or (len(sent) == 1 and sent[0] is arrived):
+SAMPLED = 16  # values of a gradient kept to compare, where several edges feed one input
+
+
+def sample(gradient: torch.Tensor, diagonals: dict) -> torch.Tensor | None:
+    """A few of a gradient's values, along its diagonal (no copy of the tensor): enough to tell
+    whether a hook changed a sum of gradients, without holding on to the gradients themselves.
+    ``diagonals`` keeps the positions for each shape."""
+    if gradient.layout != torch.strided or gradient.numel() == 0:
         return None
-    with tracer_at_work():
-        total = sent[0]
-        for more in sent[1:]:  # in the order the engine added them
-            total = total + more
-        if total.shape == arrived.shape and total.dtype == arrived.dtype and total.layout == arrived.layout:
-            if total.layout != torch.strided or torch.equal(total, arrived):
+    if gradient.dim() == 0:
+        return gradient.detach().reshape(1).clone()
+    shape = tuple(gradient.shape)
+    positions = diagonals.get(shape)
+    if positions is None:
+        positions = diagonals[shape] = tuple(torch.linspace(0, size - 1, SAMPLED).long() for size in shape)
+    with no_python_dispatch(gradient):
+        return gradient.detach()[positions]
+
+
+def changed_in_one(sent: tuple[torch.Tensor, TensorSummary], arrived: torch.Tensor) -> TensorSummary | None:
+    """For an input fed by one edge: what was sent, if a hook made what arrived differ from it."""
+    tensor, summary = sent
+    if tensor is arrived:
+        return None
+    same_kind = tensor.shape == arrived.shape and tensor.dtype == arrived.dtype and tensor.layout == arrived.layout
+    with no_python_dispatch(arrived):
+        if same_kind and (tensor.layout != torch.strided or torch.equal(tensor, arrived)):
+            return None  # a new tensor with the same values (a hook that copies)
+    return summary
+
+
+def changed_in_sum(
+    sent: list[tuple[torch.Tensor | None, TensorSummary]], arrived: torch.Tensor, diagonals: dict
+) -> TensorSummary | None:
+    """For an input fed by several edges: what was sent, summed, if a hook changed the sum.
+    The sampled values decide; the sum is known exactly only for small gradients (whose
+    summaries hold every value), else it is described by its shape and dtype."""
+    samples = [sampled for sampled, _ in sent]
+    if any(sampled is None for sampled in samples) or arrived.layout != torch.strided:
+        return None  # sparse gradients: not compared
+    found = sample(arrived, diagonals)
+    with no_python_dispatch(arrived):
+        expected = samples[0]
+        for more in samples[1:]:
+            expected = expected + more
+        if found is not None and found.shape == expected.shape:
+            if torch.allclose(found.to(expected.dtype), expected, rtol=1e-4, atol=1e-6):
                 return None
-        return summarize(total)
+    summaries = [summary for _, summary in sent]
+    if all(summary.values is not None for summary in summaries):
+        total = torch.tensor(summaries[0].values)
+        for summary in summaries[1:]:
+            total = total + torch.tensor(summary.values)
+        return TensorSummary(summaries[0].shape, summaries[0].dtype, values=total.tolist())
+    return TensorSummary(summaries[0].shape, summaries[0].dtype)
 
 
 def put_gradients_on_edges(graph: AutogradGraph, running: dict[str, BackwardStep]) -> None:
@@ -100,9 +144,16 @@ def record_backward(
         recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of, modules, place_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
-    # Gradients sent but not yet arrived, with their summaries:
-    # (id of the node they go to, its input) -> [(tensor, summary), ...].
-    in_flight: dict[tuple[int, int], list[tuple[torch.Tensor, TensorSummary]]] = {}
+    # Gradients sent but not yet arrived, with their summaries: (id of the node they go to, its
+    # input) -> [(what to compare, summary), ...]. An input fed by one edge keeps the tensor (the
+    # engine keeps it too); one fed by several keeps a sample of each, not the tensors.
+    in_flight: dict[tuple[int, int], list[tuple[torch.Tensor | None, TensorSummary]]] = {}
+    feeding: dict[tuple[int, int], int] = {}
+    diagonals: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}  # see sample()
+    for fn in fns:
+        for next_fn, input_nr in fn.next_functions:
+            if next_fn is not None:
+                feeding[(id(next_fn), input_nr)] = feeding.get((id(next_fn), input_nr), 0) + 1
 
     def before(fn, node_id: str, name: str):
         key = id(fn)
@@ -115,9 +166,14 @@ def record_backward(
                     if sent and len(sent) == 1 and sent[0][0] is arrived:  # as it was sent: summarised then
                         arriving.append(sent[0][1])
                         before_hooks.append(None)
+                        continue
+                    arriving.append(summarize(arrived) if arrived is not None else None)
+                    if not sent or arrived is None:
+                        before_hooks.append(None)
+                    elif feeding.get((key, slot), 0) == 1:
+                        before_hooks.append(changed_in_one(sent[0], arrived))
                     else:
-                        arriving.append(summarize(arrived) if arrived is not None else None)
-                        before_hooks.append(changed_by_hooks([tensor for tensor, _ in sent or ()], arrived))
+                        before_hooks.append(changed_in_sum(sent, arrived, diagonals))
                 step = BackwardStep(len(recording.steps), node_id, name, arriving, before_hooks=before_hooks)
                 recording.steps.append(step)
                 running[node_id] = step
@@ -131,8 +187,10 @@ def record_backward(
             with tracer_at_work():
                 leaving = running[node_id].leaving = _summaries(grad_inputs)
                 for slot, target, input_nr in targets:
-                    if slot < len(grad_inputs) and grad_inputs[slot] is not None:
-                        in_flight.setdefault((target, input_nr), []).append((grad_inputs[slot], leaving[slot]))
+                    gradient = grad_inputs[slot] if slot < len(grad_inputs) else None
+                    if gradient is not None:
+                        kept = gradient if feeding[(target, input_nr)] == 1 else sample(gradient, diagonals)
+                        in_flight.setdefault((target, input_nr), []).append((kept, leaving[slot]))
 
         return hook
 

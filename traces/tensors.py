@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -99,11 +99,14 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
     numbers); a sparse tensor keeps its layout, its number of stored entries and
     its norm; a quantized one its quantization, and its values dequantized.
     """
-    with tracer_at_work():  # reading the values is the tracer's work, not the scenario's
-        if type(tensor) in PLAIN_TENSORS:  # no subclass needs Python dispatch: skip any mode
-            with torch._C._DisableTorchDispatch():
-                return _summarize(tensor)
+    with tracer_at_work(), no_python_dispatch(tensor):  # the tracer's work, not the scenario's
         return _summarize(tensor)
+
+
+def no_python_dispatch(tensor: torch.Tensor):
+    """For the tracer's own operators on a plain tensor: skip every Python dispatch mode (the ops
+    view's too, which would only pass them on). A tensor subclass keeps its Python dispatch."""
+    return torch._C._DisableTorchDispatch() if type(tensor) in PLAIN_TENSORS else nullcontext()
 
 
 def dtype_name(tensor: torch.Tensor) -> str:
