@@ -310,3 +310,18 @@ def test_a_module_called_with_keyword_tensors_claims_only_its_own_nodes():
         "MulBackward0": "scale",
         "ExpBackward0": "KeywordCaller",
     }
+
+
+def test_a_hook_on_a_large_input_fed_by_two_edges_is_noted_without_holding_the_gradients():
+    a = torch.ones(64, requires_grad=True)
+    with traces.record() as trace:
+        h = a * 2
+        h.register_hook(lambda gradient: gradient.clamp(max=1.0))  # gradient clipping: 2 + 1 = 3 -> 1
+        y = (h * h.detach()).sum() + h.sum()  # two edges into h
+        y.backward()
+    assert torch.equal(a.grad, torch.full((64,), 2.0))
+    step = next(step for step in trace.backward if trace.graph.node(step.node).variable == "h")
+    before = step.before_hooks[0]
+    assert (before.shape, before.dtype, before.values) == ([64], "float32", None)  # the sum was not kept
+    assert step.arriving[0].norm == pytest.approx(8.0)  # 64 ones
+    assert "float32[64] norm=8 (a tensor hook changed it)" in shown(trace, "backward")

@@ -153,6 +153,8 @@ def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | N
 
 
 def hooked_text(before_hooks: TensorSummary) -> str:
+    if before_hooks.values is None and before_hooks.norm is None:  # a sum too large to have kept
+        return "(a tensor hook changed it)"
     return escape(f"(a tensor hook changed it from {before_hooks})")
 
 
