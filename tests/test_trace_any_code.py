@@ -1,6 +1,7 @@
 """`python -m traces SCRIPT` and `traces.record()`: tracing code the project has never seen."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -111,6 +112,7 @@ def test_an_error_before_backward_restores_torch_and_says_nothing_more(tmp_path,
         (["--depth", "x", "s.py"], "argument --depth: 'x' is not a whole number"),
         (["--backward", "0", "s.py"], "argument --backward: 0 is too small; it must be 1 or more"),
         (["--views", "graph,colours", "s.py"], "argument --views: 'graph,colours' is not a list of views"),
+        (["--save-trace", "", "s.py"], "argument --save-trace: the path is empty; give a folder"),
         ([], "the following arguments are required: SCRIPT"),
     ],
 )
@@ -190,7 +192,7 @@ def test_help_says_what_it_does_and_lists_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("--save-trace DIR", "--backward N", "--views LIST", "--depth N", "SCRIPT", "first backward pass"):
+    for text in ("--save-trace DIR", "--backward N", "--views LIST", "--native", "--depth N", "SCRIPT", "first backward pass"):
         assert text in out
 
 
@@ -312,3 +314,24 @@ def test_what_imports_run_is_left_out_of_the_ops_and_source_views(tmp_path, caps
     assert main(["--views", "ops", "--save-trace", str(tmp_path), str(script)]) == 0
     ops = [call["op"] for call in json.loads((tmp_path / "script.json").read_text())["ops"]]
     assert "aten::exp" not in ops and "aten::mul.Tensor" in ops
+
+
+def test_native_adds_the_cpp_path_below_each_op(tmp_path, capsys):
+    script = write_script(tmp_path, "import torch\nw = torch.ones(2, requires_grad=True)\n(w * 3).sum().backward()\n")
+    assert main(["--native", "--save-trace", str(tmp_path), "--views", "ops", str(script)]) == 0
+    kernels = json.loads((tmp_path / "script.json").read_text())["kernels"]
+    mul = next(kernel for kernel in kernels if kernel["op"] == "aten::mul.Tensor")
+    assert mul["cpp_path"] and mul["cpp_path"][0]["layer"] == "Python"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_save_trace_into_a_read_only_folder_is_refused_before_the_script_runs(tmp_path, capsys):
+    script = write_script(tmp_path, "print('ran')\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--save-trace", str(locked / "traces"), str(script)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"cannot write into {str(locked)!r}" in captured.err and "ran" not in captured.out

@@ -48,10 +48,19 @@ def whole_number(minimum: int):
     return parse
 
 
-def folder(text: str) -> Path:
+def output_folder(text: str) -> Path:
+    """A folder to write the trace into, checked before the script runs: nothing may be in its
+    way, and it (or the folder it will be made in) must be writable now."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; give a folder")
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
     return path
 
 
@@ -69,7 +78,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--save-trace",
         metavar="DIR",
-        type=folder,
+        type=output_folder,
         help="also save the trace as DIR/<script name>.json, .mmd and .svg (the SVG needs Graphviz's dot)",
     )
     parser.add_argument(
@@ -85,6 +94,12 @@ def build_parser() -> Parser:
         type=view_list,
         default=VIEWS,
         help=f"which views to print, comma-separated (default: {DEFAULT_VIEWS})",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="also capture, for each distinct ATen op, the C++ frames from the last Python line to the "
+        "dispatcher (the first capture takes a second or two)",
     )
     parser.add_argument(
         "--depth",
@@ -150,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from traces.any_code import BackwardWatch, watching
     from traces.trace import Tracer
 
-    tracer = Tracer()
+    tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
     with watching(watch):
         status, error = run_script(script, args.args)
