@@ -9,7 +9,7 @@ from scenarios.backward import backward_pass
 from scenarios.training_step import training_step
 from traces import Tracer
 from traces.json_file import trace_to_dict
-from traces.trace import NATIVE_NOT_ASKED
+from traces.trace import NATIVE_NOT_ASKED, SCHEMA_VERSION
 
 COMMIT = torch.version.git_version
 
@@ -128,7 +128,7 @@ def links(value):
 
 def test_the_json_holds_formulas_kernels_and_links_at_torchs_commit(native_trace):
     data = json.loads(json.dumps(trace_to_dict(native_trace)))
-    assert data["schema_version"] == 4 and data["torch_commit"] == COMMIT
+    assert data["schema_version"] == SCHEMA_VERSION and data["torch_commit"] == COMMIT
     mul = next(n for n in data["graph"]["nodes"] if n["variable"] == "y")
     assert mul["derivative"]["formulas"][0]["plain"] == "grad * other"
     add = next(k for k in data["kernels"] if k["op"] == "aten::add.Tensor")
@@ -190,7 +190,9 @@ def test_the_graph_view_shows_the_formula_per_input_with_its_source(trace):
     assert "grad_a = mul_tensor_backward(grad, other, self.scalar_type())  (for real tensors: grad * other)" in text
     assert f"[1] tools/autograd/derivatives.yaml:{y.source.line}: mul.Tensor(Tensor self, Tensor other) -> Tensor" in text
     lines = text.splitlines()
-    assert f"[1] {y.source.wheel_copy()}:{y.source.line}  {y.source.url}" in lines  # whole, so that it stays clickable
+    # The installed copy and the link, each whole on its own line, so that both stay clickable.
+    first = lines.index(f"[1] {y.source.wheel_copy()}:{y.source.line}")
+    assert lines[first + 1] == f"    {y.source.url}"
 
 
 def test_the_ops_view_shows_the_kernel_that_ran_and_where_it_is_registered(trace):
@@ -200,8 +202,8 @@ def test_the_ops_view_shows_the_kernel_that_ran_and_where_it_is_registered(trace
     assert "dispatch: AutogradCPU (autograd kernel) → ADInplaceOrView (fallthrough) → CPU (kernel)" in text
     assert "CPU kernel: at::native::structured_ufunc_add_CPU::impl (add.out lists ufunc_add_CPU for CPU)" in text
     assert (
-        f"{add.registered.location}: written while torch was built, so not in the repository; "
-        f"generated from {add.registered.template_url}"
+        f"{add.registered.location}\n    written while torch was built, so not in the repository; "
+        f"generated from:\n    {add.registered.template_url}\n"
     ) in text
     assert f"C++ path: {NATIVE_NOT_ASKED}" in text
 

@@ -359,6 +359,47 @@ def test_step_in_under_trace_never_enters_the_tracer(backward_configuration):
         assert "AccumulateGrad" in session.terminal_output()  # the trace was recorded and printed
 
 
+TRACED_SCRIPT = """\
+import torch
+
+w = torch.ones(2, requires_grad=True)
+loss = (w * 3).sum()
+loss.backward()
+print("w.grad", w.grad.tolist())
+"""
+
+
+def test_step_in_under_python_m_traces_goes_through_the_backward_watch_into_torch(tmp_path):
+    script = tmp_path / "my_model.py"
+    script.write_text(TRACED_SCRIPT)
+    backward_line = TRACED_SCRIPT.splitlines().index("loss.backward()") + 1
+    [config] = [c for c in test_launch_configs.CONFIGURATIONS if c["name"] == "Trace current file"]
+    with DebugSession() as session:
+        session.initialize()
+        session.launch(substitute(config, file=script))
+        session.set_breakpoints(str(script), [backward_line])
+        session.request("configurationDone")
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.set_breakpoints(str(script), [])
+        stops = []
+        while len(stops) < 400:
+            session.request("stepIn", {"threadId": thread_id})
+            assert session.wait_for_event("stopped")["body"]["reason"] == "step"
+            frame = session.top_frame(thread_id)
+            stops.append((frame["source"]["path"], frame["name"]))
+            if Path(frame["source"]["path"]) == script and frame["line"] > backward_line:
+                break
+        # torch.autograd.backward is wrapped by the watch that finds the traced backward; F11
+        # goes through the wrapper into torch's own function, and never stops in traces/.
+        assert "backward" in {name for source, name in stops if in_torch(source, "autograd", "__init__.py")}
+        assert [stop for stop in stops if "traces" in Path(stop[0]).parts] == []
+        session.request("continue", {"threadId": thread_id})
+        assert session.run_to_end() == 0
+        output = session.terminal_output()
+        assert "w.grad [3.0, 3.0]" in output and "AccumulateGrad" in output  # the script ran, then the trace
+
+
 def test_with_the_extension_off_debugpy_is_stock(backward_configuration):
     path, add_line = scenario_line(scenarios.backward.backward_pass, "a = w + x")
     torch_path, torch_line = first_body_line(torch.autograd.backward)

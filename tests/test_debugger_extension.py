@@ -304,6 +304,25 @@ def test_the_tracers_code_and_what_it_calls_are_machinery_the_program_is_not():
     assert not stepthrough_session.is_tracer_machinery(call(program_function))
 
 
+def test_what_a_tracer_function_that_passes_the_call_on_calls_is_the_programs():
+    # The backward watch of python -m traces wraps torch.autograd.backward: F11 goes through it into torch.
+    source = 'PASSES_CALLS_ON = ("wrapper",)\ndef wrapper(function, *args):\n    return function(*args)\n'
+    wrapper = in_traces(source, "wrapper")
+    assert stepthrough_session.is_tracer_machinery(frame_of("wrapper", lambda: wrapper(len, [])))  # itself: skipped
+    assert not stepthrough_session.is_tracer_machinery(frame_of("dumps", lambda: wrapper(json.dumps, 1)))
+    # Not named in PASSES_CALLS_ON: what it calls is machinery.
+    call = in_traces('PASSES_CALLS_ON = ("wrapper",)\ndef call(function, *args):\n    return function(*args)\n', "call")
+    assert stepthrough_session.is_tracer_machinery(frame_of("dumps", lambda: call(json.dumps, 1)))
+
+
+def test_the_backward_watch_names_the_functions_that_pass_the_call_on():
+    from traces import any_code
+
+    names = {code.co_name for code in any_code.BackwardWatch._wrap.__code__.co_consts if hasattr(code, "co_name")}
+    assert set(any_code.PASSES_CALLS_ON) == {"wrapper", "_record"} and "wrapper" in names
+    assert any_code.BackwardWatch._record.__code__.co_name == "_record"
+
+
 def test_torchs_rule_lookup_for_the_tracers_dispatch_mode_is_machinery():
     found = []
 

@@ -190,6 +190,20 @@ def test_the_python_debugger_and_cpp_extensions_are_recommended():
     assert {"ms-python.python", "ms-python.debugpy", "ms-vscode.cpptools"} <= set(recommended)
 
 
+def test_trace_current_file_runs_python_m_traces_on_the_open_file(tmp_path, capsys):
+    [config] = [c for c in CONFIGURATIONS if c["name"] == "Trace current file"]
+    assert (config["request"], config["module"], config["args"]) == ("launch", "traces", ["${file}"])
+    assert "program" not in config and config["console"] == "integratedTerminal"
+    open_file = tmp_path / "my_model.py"
+    open_file.write_text("import torch\nw = torch.ones(2, requires_grad=True)\nloss = (w * 3).sum()\nloss.backward()\n")
+    # What debugpy runs for a "module" configuration: python -m traces <args>, here in-process.
+    from traces.__main__ import main
+
+    assert main(substitute(config["args"], file=open_file)) == 0
+    out = capsys.readouterr().out
+    assert "loss = SumBackward0" in out and "Torch source entered" in out
+
+
 def test_the_gdb_configuration_attaches_to_a_picked_python_process_with_torchs_symbols():
     [config] = GDB_CONFIGURATIONS
     assert set(config) - (CPPDBG_ATTACH_PROPERTIES | VSCODE_PROPERTIES) == set()

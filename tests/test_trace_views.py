@@ -34,7 +34,7 @@ def trace():
 
 
 def ops_of(trace, phase):
-    return [call.op for call in trace.ops if call.phase == phase]
+    return [call.op for call in trace.ops if call.phase == phase for _ in range(call.count)]
 
 
 def test_forward_ops_are_the_scenarios_additions_and_multiplication(trace):
@@ -125,16 +125,33 @@ def test_source_view_is_skipped_when_a_debugger_traces():
     assert "debugger" in recorder.skipped
 
 
+def nothing_in_place() -> dict[str, object]:
+    """No dispatch mode and no global module hook; the profile function is whatever it was
+    before (a debugger's or coverage's, or none)."""
+    return {
+        "profile": sys.getprofile(),
+        "trace": sys.gettrace(),
+        "dispatch modes": 0,
+        "module forward hooks": 0,
+        "module forward pre-hooks": 0,
+        "any global module hook": False,
+    }
+
+
 def hooks_in_place() -> dict[str, object]:
     return {
         "profile": sys.getprofile(),
+        "trace": sys.gettrace(),
         "dispatch modes": torch._C._len_torch_dispatch_stack(),
         "module forward hooks": len(nn.modules.module._global_forward_hooks),
+        "module forward pre-hooks": len(nn.modules.module._global_forward_pre_hooks),
+        "any global module hook": bool(nn.modules.module._has_any_global_hook()),  # what torch.compile checks
     }
 
 
 def test_every_hook_and_mode_is_removed_when_the_lesson_raises():
-    before = hooks_in_place()
+    before = nothing_in_place()
+    assert hooks_in_place() == before  # nothing left over by the tests before
     tracer = Tracer()
     with pytest.raises(ValueError, match="lesson failed"):
         with tracer.recording():
@@ -144,7 +161,7 @@ def test_every_hook_and_mode_is_removed_when_the_lesson_raises():
 
 
 def test_every_hook_and_mode_is_removed_when_backward_raises():
-    before = hooks_in_place()
+    before = nothing_in_place()
     tracer = Tracer()
     w = torch.tensor(1.0, requires_grad=True)
     w.register_hook(lambda gradient: 1 / 0)
@@ -163,7 +180,7 @@ def test_recording_stops_when_the_traced_backward_ends():
         y = w * 3
         with tracer.backward_of({"y": y}, names={"w": w}):
             y.backward()
-        assert sys.getprofile() is None or debugger_active()
+        assert (sys.getprofile(), sys.gettrace()) == (None, None) or debugger_active()
         torch.ones(1) + 1  # after the traced backward: not recorded
     assert "aten::ones" not in [call.op for call in tracer.trace("t", "cpu", {}).ops]
 

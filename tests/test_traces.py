@@ -133,15 +133,20 @@ def test_json_has_the_documented_keys(trace, tmp_path):
     path = tmp_path / "backward.json"
     assert written[0] == path
     data = json.loads(path.read_text())
-    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 4
+    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 5
     assert {"scenario", "torch_version", "device", "graph", "backward", "facts"} <= data.keys()
     assert data["scenario"] == "backward" and data["torch_version"] == torch.__version__
-    assert {"outputs", "nodes", "edges"} == data["graph"].keys()
+    assert {"outputs", "nodes", "edges", "modules"} == data["graph"].keys()
     assert data["facts"]["w_grad"] == 5.0
     steps = data["backward"]
     assert [s["order"] for s in steps] == list(range(5))
     assert steps[0]["arriving"][0]["values"] == 1.0
     assert data == json.loads(json.dumps(trace_to_dict(trace)))
+    # Short records on one line: under half the lines of json.dumps(indent=2), none of them long.
+    lines = path.read_text().splitlines()
+    assert len(lines) * 2 < len(json.dumps(data, indent=2).splitlines())
+    assert max(len(line.strip()) for line in lines) <= 240
+    assert '{"name": "alpha", "shape": null, "dtype": null, "value": "1", "freed": false, "packed": null, ' in path.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 

@@ -1,12 +1,24 @@
 """Record what PyTorch did during a run: the autograd graph and the backward pass.
 
-Recording lives in ``graph``, ``backward`` and ``trace``; the renderers
-(``terminal``, ``json_file``) only read a finished ``Trace`` and are imported
-only by whoever renders.
+For any code::
+
+    import traces
+
+    with traces.record() as trace:
+        loss = model(x).sum()
+        loss.backward()
+    trace.show()
+
+or, for a whole script, ``python -m traces script.py``. Recording lives in
+``graph``, ``backward``, ``ops``, ``source``, ``modules``, ``trace`` and
+``record``; the renderers (``terminal``, ``json_file``, ``mermaid``,
+``picture``) only read a finished ``Trace`` and are imported only by whoever
+renders.
 """
 
 from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph, AutogradNode, Edge, walk_graph
+from traces.any_code import record
 from traces.trace import NO_TRACE, Trace, Tracer
 
 __all__ = [
@@ -18,6 +30,7 @@ __all__ = [
     "Edge",
     "Trace",
     "Tracer",
+    "record",
     "record_backward",
     "walk_graph",
 ]

@@ -4,8 +4,9 @@ Kept: node names, variables and modules, what each node saved (and whether
 backward freed it, and a saved tensor's version), edges, the gradients on them,
 which nodes backward ran, the facts, and the ATen op names per phase. Left out: the
 torch version, the device, the source view (paths and line numbers move with
-every torch release and install), facts that are timings or paths, and the
-exact backward order (any order that
+every torch release and install), the line of code that made each node and the
+order nodes were made in (a graph in the facts included), facts that are timings
+or paths, and the exact backward order (any order that
 respects the edges is valid; ``order_violations`` checks that).
 """
 
@@ -24,10 +25,40 @@ MACHINE_FACTS = {"data", "threads"}
 
 def machine_independent(facts: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: value
+        name: without_places(value)
         for name, value in facts.items()
         if name not in MACHINE_FACTS and not name.endswith(MACHINE_FACT_SUFFIXES)
     }
+
+
+def is_graph(value: Any) -> bool:
+    return isinstance(value, dict) and {"outputs", "nodes", "edges"} <= value.keys()
+
+
+def without_places(value: Any) -> Any:
+    """A fact with every autograd graph in it reduced to ``stable_nodes``: where code lives is the machine's."""
+    if is_graph(value):
+        return {"outputs": value["outputs"], "nodes": stable_nodes(value), "edges": value["edges"]}
+    if isinstance(value, dict):
+        return {key: without_places(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_places(item) for item in value]
+    return value
+
+
+def stable_nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a rerun reproduces of each node: not the path and line of the code that made it."""
+    return [
+        {
+            "id": node["id"],
+            "name": node["name"],
+            "variable": node["variable"],
+            "module": node["module"],
+            "leaf": node["leaf"],
+            "saved": [(saved["name"], saved["freed"], saved.get("version")) for saved in node["saved"]],
+        }
+        for node in graph["nodes"]
+    ]
 
 
 def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
@@ -36,23 +67,18 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
     return {
         "scenario": trace["scenario"],
         "graph.outputs": graph["outputs"],
-        "graph.nodes": [
-            {
-                "id": node["id"],
-                "name": node["name"],
-                "variable": node["variable"],
-                "module": node["module"],
-                "leaf": node["leaf"],
-                "saved": [(saved["name"], saved["freed"], saved.get("version")) for saved in node["saved"]],
-            }
-            for node in graph["nodes"]
-        ],
+        "graph.nodes": stable_nodes(graph),
         "graph.edges": graph["edges"],
         "backward.nodes_run": sorted(step["node"] for step in trace["backward"]),
         "facts": machine_independent(trace["facts"]),
-        "ops.forward": [call["op"] for call in trace["ops"] if call["phase"] == "forward"],
-        "ops.backward": [call["op"] for call in trace["ops"] if call["phase"] == "backward"],
+        "ops.forward": op_names(trace, "forward"),
+        "ops.backward": op_names(trace, "backward"),
     }
+
+
+def op_names(trace: dict[str, Any], phase: str) -> list[str]:
+    """Every call's op name, in order (calls folded with a ``count`` counted out again)."""
+    return [call["op"] for call in trace["ops"] if call["phase"] == phase for _ in range(call.get("count", 1))]
 
 
 def order_violations(trace: dict[str, Any]) -> list[str]:

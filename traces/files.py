@@ -13,7 +13,6 @@ temporary file locked while it works, and only unlocked ones are removed.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import tempfile
@@ -222,24 +221,25 @@ def write_all_or_nothing(contents: dict[Path, bytes]) -> list[Path]:
     return list(contents)
 
 
-def save_trace(trace: Trace, directory: Path) -> tuple[list[Path], list[str]]:
+def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple[list[Path], list[str]]:
     """Write ``<scenario>.json``, ``.mmd`` and ``.svg`` into ``directory``, all or nothing.
 
+    The pictures show a model by module, ``depth`` levels deep (see ``traces.drawing``).
     Returns the files written, and notes on what could not be written (the SVG
     when Graphviz is missing; an older SVG is then removed, as it showed another run).
     """
-    from traces.json_file import trace_to_dict
+    from traces.json_file import trace_to_json
     from traces.mermaid import to_mermaid
     from traces.picture import NO_DOT, dot_available, to_svg
 
     stem = Path(directory) / trace.scenario
     contents = {
-        stem.with_suffix(".json"): (json.dumps(trace_to_dict(trace), indent=2) + "\n").encode(),
-        stem.with_suffix(".mmd"): to_mermaid(trace).encode(),
+        stem.with_suffix(".json"): trace_to_json(trace).encode(),
+        stem.with_suffix(".mmd"): to_mermaid(trace, depth).encode(),
     }
     notes = []
     if dot_available():
-        svg = to_svg(trace)
+        svg = to_svg(trace, depth)
         contents[stem.with_suffix(".svg")] = svg.encode() if isinstance(svg, str) else svg
     else:
         notes.append(NO_DOT)

@@ -9,14 +9,15 @@ node, whose ``variable`` is the leaf itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._python_dispatch import _disable_current_modes
 
 from traces.native import NodeDerivative
-from traces.tensors import MAX_VALUES, TensorSummary, dtype_name, summarize, tracer_at_work
+from traces.tensors import MAX_VALUES, TensorSummary, dtype_name, summarize
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -31,10 +32,12 @@ class SavedValue:
     dtype: str | None = None  # for a saved tensor
     value: str | None = None  # for anything else (a scalar, a size), as text
     freed: bool = False  # backward already released it
-    # For a saved tensor, its version counter (``_version``) when the graph was walked.
-    # ``_saved_<name>`` can be read only while that still equals the version the node
-    # saved it at (the check backward makes too), so it is also the saved version.
+    packed: str | None = None  # what a saved-tensor pack hook (checkpoint, offloading) stored, in words
+    # For a saved tensor: the version counter (``_version``) it was saved at, which
+    # backward checks, and its version when the graph was walked where that differs
+    # (it was changed in place since, so backward will raise).
     version: int | None = None
+    version_now: int | None = None
     values: float | list | None = None  # a small saved tensor's values (for the formula's numbers)
 
 
@@ -46,6 +49,13 @@ class AutogradNode:
     leaf: TensorSummary | None = None  # for AccumulateGrad: the leaf tensor
     saved: list[SavedValue] = field(default_factory=list)
     module: str | None = None  # the nn.Module whose forward made the node, where known
+    # The line of the user's code that made the node (the innermost frame outside
+    # torch), where known; None for AccumulateGrad, which autograd makes for a leaf.
+    path: str | None = None
+    line: int | None = None
+    # The order autograd made the graph's nodes in (their sequence numbers, ranked): 0 for
+    # the first; None for AccumulateGrad, which autograd makes apart from that order.
+    made: int | None = None
     derivative: NodeDerivative | None = None  # what computes its gradients (traces.native), once traced
 
     @property
@@ -56,6 +66,10 @@ class AutogradNode:
     def label(self) -> str:
         return f"{self.variable} ({self.name})" if self.variable else self.name
 
+    @property
+    def location(self) -> str | None:
+        return f"{self.path}:{self.line}" if self.path is not None else None
+
 
 @dataclass
 class Edge:
@@ -65,7 +79,27 @@ class Edge:
     target: str
     output_nr: int  # position in the source's next_functions
     input_nr: int  # which input of the target the gradient is for
-    gradient: TensorSummary | None = None  # filled in by a recorded backward
+    gradient: TensorSummary | None = None  # filled in by a recorded backward: what arrived at the target
+    hooked_from: TensorSummary | None = None  # what the source sent, when a tensor hook changed it on the way
+
+
+PlaceOf = Callable[[int], "tuple[str, int] | None"]
+
+
+@dataclass
+class ModuleInfo:
+    """An ``nn.Module`` whose forward made nodes of the graph (or holds one that did)."""
+
+    name: str  # as in AutogradNode.module: "layer1.0.conv1", or the class name for an outermost module
+    kind: str  # its class, e.g. "Conv2d"
+    parent: str | None = None  # the name of the module it sits in; None for an outermost module
+    # The line of the user's code that first called it (the innermost frame outside torch).
+    path: str | None = None
+    line: int | None = None
+
+    @property
+    def location(self) -> str | None:
+        return f"{self.path}:{self.line}" if self.path is not None else None
 
 
 @dataclass
@@ -73,23 +107,32 @@ class AutogradGraph:
     outputs: list[str]  # ids of the output tensors' nodes
     nodes: list[AutogradNode]
     edges: list[Edge]
+    modules: list[ModuleInfo] = field(default_factory=list)  # in the order their forward was first called
 
     def node(self, node_id: str) -> AutogradNode:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
+        return self._index()[0][node_id]
 
     def edges_from(self, node_id: str) -> list[Edge]:
-        return [edge for edge in self.edges if edge.source == node_id]
+        return self._index()[1].get(node_id, [])
+
+    def _index(self) -> tuple[dict[str, AutogradNode], dict[str, list[Edge]]]:
+        """Nodes by id and edges by source, built once (a graph is not changed after it is described)."""
+        index = self.__dict__.get("_cached_index")
+        if index is None or len(index[0]) != len(self.nodes):
+            edges_from: dict[str, list[Edge]] = {}
+            for edge in self.edges:
+                edges_from.setdefault(edge.source, []).append(edge)
+            index = ({node.id: node for node in self.nodes}, edges_from)
+            self.__dict__["_cached_index"] = index
+        return index
 
 
 def autograd_nodes(outputs: Mapping[str, torch.Tensor]) -> list:
     """Every autograd node reachable from the outputs, each once, breadth first."""
     found: dict[int, object] = {}  # id -> node; the dict keeps nodes alive, so ids stay unique
-    queue = [tensor.grad_fn for tensor in outputs.values() if tensor.grad_fn is not None]
+    queue = deque(tensor.grad_fn for tensor in outputs.values() if tensor.grad_fn is not None)
     while queue:
-        fn = queue.pop(0)
+        fn = queue.popleft()
         if id(fn) in found:
             continue
         found[id(fn)] = fn
@@ -101,14 +144,18 @@ def walk_graph(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
     module_of: Mapping[int, str] | None = None,
+    modules: list[ModuleInfo] | None = None,
+    place_of: PlaceOf | None = None,
 ) -> AutogradGraph:
     """Describe the autograd graph behind ``outputs`` (name -> tensor).
 
     ``names`` gives names to other tensors of the scenario (leaves and
     intermediate results), so that nodes carry the names used in the code.
-    ``module_of`` maps ``id(node)`` to the module that made it (see ``traces.modules``).
+    ``module_of`` maps ``id(node)`` to the module that made it, and ``modules``
+    describes those modules (see ``traces.modules``); ``place_of`` gives the
+    ``(path, line)`` that made the node with a sequence number (see ``traces.ops``).
     """
-    return describe_graph(autograd_nodes(outputs), outputs, names, module_of)
+    return describe_graph(autograd_nodes(outputs), outputs, names, module_of, modules, place_of)
 
 
 def describe_graph(
@@ -116,16 +163,23 @@ def describe_graph(
     outputs: Mapping[str, torch.Tensor],
     names: Mapping[str, torch.Tensor] | None = None,
     module_of: Mapping[int, str] | None = None,
+    modules: list[ModuleInfo] | None = None,
+    place_of: PlaceOf | None = None,
 ) -> AutogradGraph:
     named = {**(names or {}), **outputs}
     name_of = {}  # id of a grad_fn, or of a leaf tensor -> its name
     for name, tensor in named.items():
         name_of[id(tensor.grad_fn if tensor.grad_fn is not None else tensor)] = name
     node_ids = {id(fn): f"n{index}" for index, fn in enumerate(fns)}
+    # AccumulateGrad has no place in the order nodes were made (its number is the largest there is).
+    sequence_nrs = {id(fn): fn._sequence_nr() for fn in fns if getattr(fn, "variable", None) is None}
+    made = {key: rank for rank, key in enumerate(sorted(sequence_nrs, key=sequence_nrs.__getitem__))}
 
     nodes, edges = [], []
     for fn in fns:
         leaf = getattr(fn, "variable", None)  # only AccumulateGrad has one
+        sequence_nr = sequence_nrs.get(id(fn))
+        path, line = (place_of(sequence_nr) if place_of and sequence_nr is not None else None) or (None, None)
         nodes.append(
             AutogradNode(
                 id=node_ids[id(fn)],
@@ -134,51 +188,41 @@ def describe_graph(
                 leaf=summarize(leaf) if leaf is not None else None,
                 saved=read_saved_values(fn),
                 module=(module_of or {}).get(id(fn)),
+                path=path,
+                line=line,
+                made=made.get(id(fn)),
             )
         )
         for output_nr, (next_fn, input_nr) in enumerate(fn.next_functions):
             if next_fn is not None:  # None: an input that needs no gradient
                 edges.append(Edge(node_ids[id(fn)], node_ids[id(next_fn)], output_nr, input_nr))
     output_ids = [node_ids[id(t.grad_fn)] for t in outputs.values() if t.grad_fn is not None]
-    return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges)
+    return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges, modules=modules_in(nodes, modules or []))
 
 
-def small_values(tensor: torch.Tensor) -> float | list | None:
-    """A small saved tensor's values (the numbers of its node's formula), else None.
-
-    Read with dispatch modes off: under the ops view's mode, a wrapped number
-    (the 2 saved by ``x * 2``) reaches the mode as a plain Python number, which
-    no operator accepts as a tensor.
-    """
-    if tensor.numel() > MAX_VALUES:
-        return None
-    with tracer_at_work(), _disable_current_modes():  # the tracer's work: not in the source view either
-        return summarize(tensor).values
+def modules_in(nodes: list[AutogradNode], modules: list[ModuleInfo]) -> list[ModuleInfo]:
+    """The modules that made some of ``nodes``, and the modules they sit in."""
+    by_name = {module.name: module for module in modules}
+    wanted = set()
+    for name in {node.module for node in nodes if node.module}:
+        while name is not None and name not in wanted:
+            wanted.add(name)
+            name = by_name[name].parent if name in by_name else None
+    return [module for module in modules if module.name in wanted]
 
 
-def read_saved_values(fn) -> list[SavedValue]:
-    """What a node saved for backward, read through its ``_saved_*`` attributes."""
-    saved = []
-    for attribute in sorted(dir(fn)):
-        if not attribute.startswith("_saved_"):
-            continue
-        name = attribute.removeprefix("_saved_")
-        try:
-            value = getattr(fn, attribute)
-        except RuntimeError as error:
-            if FREED_MESSAGE not in str(error):
-                raise
-            saved.append(SavedValue(name, freed=True))
-            continue
-        if isinstance(value, torch.Tensor):
-            saved.append(
-                SavedValue(
-                    name, shape=list(value.shape), dtype=dtype_name(value), version=value._version, values=small_values(value)
-                )
-            )
-        else:
-            saved.append(SavedValue(name, value=repr(value)))
-    return saved
+# The values each class of node saves: (name, has ``_raw_saved_<name>``, has ``_saved_<name>``).
+_saved_names: dict[type, list[tuple[str, bool, bool]]] = {}
+
+
+def saved_names(fn) -> list[tuple[str, bool, bool]]:
+    names = _saved_names.get(type(fn))
+    if names is None:
+        attributes = dir(fn)
+        raw = {a.removeprefix("_raw_saved_") for a in attributes if a.startswith("_raw_saved_")}
+        plain = {a.removeprefix("_saved_") for a in attributes if a.startswith("_saved_")}
+        names = _saved_names[type(fn)] = [(name, name in raw, name in plain) for name in sorted(raw | plain)]
+    return names
 
 
 @dataclass(frozen=True)
@@ -186,6 +230,8 @@ class NotRead:
     """A saved value that was not read, and why."""
 
     reason: str
+    # What a saved-tensor pack hook stored in the tensor's place (not compared: PACKED is PACKED).
+    stored: object = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.reason
@@ -202,36 +248,128 @@ def saved_for_backward(fn) -> dict[str, object]:
 
     Each value is the tensor as saved, another saved value (a number, a size), or
     a ``NotRead``: FREED once backward released it, PACKED where a
-    ``saved_tensors_hooks`` pack hook replaced it. Tensors are read through the
-    node's ``_raw_saved_*`` handles (``torch._C._autograd.SavedTensor``), so
-    neither an unpack hook nor the in-place version check runs.
+    ``saved_tensors_hooks`` pack hook (``torch.utils.checkpoint``, offloading)
+    replaced it. Tensors are read through the node's ``_raw_saved_*`` handles
+    (``torch._C._autograd.SavedTensor``) and their ``data``, never ``unpack()``:
+    unpacking would call the unpack hook, and ``torch.utils.checkpoint`` would
+    re-run its segment of the forward pass, once per saved tensor. A custom
+    ``autograd.Function``'s ``ctx.saved_tensors`` are a list under ``tensors``.
     """
     saved: dict[str, object] = {}
-    for attribute in sorted(dir(fn)):
-        if attribute.startswith("_raw_saved_"):
-            name = attribute.removeprefix("_raw_saved_")
-            raw = getattr(fn, attribute)
-            if isinstance(raw, (list, tuple)):
-                saved[name] = [_read_saved_tensor(fn, name, item) for item in raw]
-            else:
-                saved[name] = _read_saved_tensor(fn, name, raw)
-        elif attribute.startswith("_saved_") and not hasattr(fn, "_raw" + attribute):
-            # Not a tensor (a number, a size, a bool): no hook can be involved.
-            saved[attribute.removeprefix("_saved_")] = getattr(fn, attribute)
-    return dict(sorted(saved.items()))
+    for name, has_raw, has_plain in saved_names(fn):
+        if not has_raw:  # not a tensor (a number, a size, a bool): no hook can be involved
+            saved[name] = _read_plain(fn, name)
+            continue
+        try:
+            raw = getattr(fn, "_raw_saved_" + name)
+        except RuntimeError as error:  # a custom Function's, freed by backward
+            if FREED_MESSAGE not in str(error):
+                raise
+            saved[name] = FREED
+            continue
+        if isinstance(raw, (list, tuple)):
+            saved[name] = [_read_saved_tensor(fn, None, item) for item in raw]
+        else:
+            saved[name] = _read_saved_tensor(fn, name if has_plain else None, raw)
+    return saved
 
 
-def _read_saved_tensor(fn, name: str, raw) -> object:
-    if not hasattr(raw, "unpack_hook") or not hasattr(raw, "data"):
-        return UNREADABLE
-    if raw.unpack_hook is not None:
-        return PACKED
-    if raw.data is not None:
-        return raw.data
-    # No data: released by backward, or nothing was saved (an optional input that was None).
+def _read_plain(fn, name: str) -> object:
     try:
-        return getattr(fn, f"_saved_{name}", None)  # no unpack hook: reading runs none
+        return getattr(fn, "_saved_" + name)
     except RuntimeError as error:
         if FREED_MESSAGE in str(error):
             return FREED
         raise
+
+
+def _read_saved_tensor(fn, name: str | None, raw) -> object:
+    if not hasattr(raw, "unpack_hook") or not hasattr(raw, "data"):
+        return UNREADABLE
+    if raw.unpack_hook is not None:
+        return NotRead(PACKED.reason, stored=raw.data)
+    if raw.data is not None:
+        return raw.data
+    # No data: released by backward, or nothing was saved (an optional input that was None).
+    # With no unpack hook, reading the unpacked form runs none and tells which.
+    return _read_plain(fn, name) if name is not None else None
+
+
+# What autograd says when a saved tensor was changed in place after it was saved.
+VERSION_CHANGED = re.compile(r"is at version (\d+); expected version (\d+) instead")
+
+
+def saved_version(fn, name: str, tensor: torch.Tensor) -> int:
+    """The version counter ``tensor`` had when the node saved it: the one backward checks.
+
+    Reading ``_saved_<name>`` (done only where no unpack hook is set, so it runs
+    none) makes the same check backward makes; when the tensor was changed in
+    place since, torch's error names the version it expected.
+    """
+    try:
+        getattr(fn, "_saved_" + name)
+    except RuntimeError as error:
+        changed = VERSION_CHANGED.search(str(error))
+        if changed is None:
+            raise
+        return int(changed.group(2))
+    return tensor._version
+
+
+def read_saved_values(fn) -> list[SavedValue]:
+    """What a node saved for backward (``saved_for_backward``), as plain data."""
+    has_plain = {name for name, _, plain in saved_names(fn) if plain}
+    saved = []
+    for name, value in saved_for_backward(fn).items():
+        if isinstance(value, list):
+            saved.extend(saved_value(f"{name}[{index}]", item) for index, item in enumerate(value))
+        else:
+            version = saved_version(fn, name, value) if name in has_plain and isinstance(value, torch.Tensor) else None
+            saved.append(saved_value(name, value, version))
+    return saved
+
+
+def saved_value(name: str, value: object, version: int | None = None) -> SavedValue:
+    if value is FREED:
+        return SavedValue(name, freed=True)
+    if isinstance(value, NotRead):
+        return SavedValue(name, packed=packed_text(value.stored) if value == PACKED else str(value))
+    if not isinstance(value, torch.Tensor):
+        return SavedValue(name, value=repr(value))
+    now = value._version
+    saved_at = now if version is None else version
+    return SavedValue(
+        name,
+        shape=list(value.shape),
+        dtype=dtype_name(value),
+        version=saved_at,
+        version_now=now if now != saved_at else None,
+        values=summarize(value).values if value.numel() <= MAX_VALUES else None,
+    )
+
+
+def packed_text(packed) -> str:
+    """What a saved-tensor pack hook stored, in words."""
+    kind = type(packed)
+    if kind.__module__ == "torch.utils.checkpoint":
+        return "by torch.utils.checkpoint, recomputed in backward"
+    if isinstance(packed, torch.Tensor):
+        return f"as {dtype_name(packed)}{list(packed.shape)} on {packed.device}"
+    return f"as {kind.__module__}.{kind.__qualname__}"
+
+
+def saved_tensor_freed(fn, name: str) -> bool:
+    """Whether backward has freed the saved tensor ``name`` (``"self"``, ``"tensors[0]"``) that
+    ``read_saved_values`` found there, read without unpacking it."""
+    attribute, _, index = name.partition("[")
+    try:
+        raw = getattr(fn, "_raw_saved_" + attribute)
+    except RuntimeError as error:  # a custom Function's, freed
+        if FREED_MESSAGE not in str(error):
+            raise
+        return True
+    except AttributeError:  # not a tensor after all
+        return False
+    if index:
+        raw = raw[int(index.rstrip("]"))]
+    return raw.data is None and raw.unpack_hook is None  # a tensor or a packed value was there before

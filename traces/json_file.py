@@ -1,40 +1,55 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 4); every key is always present:
+Schema (``schema_version`` 5); every key is always present:
 
-- ``schema_version``: 4 (version 1 had no ``version`` in ``saved``; version 2
+- ``schema_version``: 5 (version 1 had no ``version`` in ``saved``; version 2
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
-  ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``)
-- ``scenario``: the scenario's name, e.g. ``"backward"``
+  ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
+  fields listed at the end)
+- ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
+  the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
-- ``graph``: ``null`` when the scenario ran no traced backward, else
+- ``graph``: ``null`` when the run recorded no backward, else
   - ``outputs``: ids of the output tensors' nodes
-  - ``nodes``: ``{id, name, variable, leaf, saved, module, derivative}``; ``leaf``
-    is ``null`` for a function node and a tensor summary for ``AccumulateGrad``;
-    ``saved`` lists ``{name, shape, dtype, value, freed, version, values}`` for each
-    ``_saved_*`` attribute; ``version`` is a saved tensor's version counter
-    (``_version``) when the graph was walked, which is the version it was saved at
-    (``null`` for a value that is not a tensor, or one freed before the walk);
-    ``values`` a small saved tensor's numbers, else ``null``;
-    ``module`` names the ``nn.Module`` whose forward made the node, or ``null``;
-    ``derivative`` says what computes the node's gradients (below)
-  - ``edges``: ``{source, target, output_nr, input_nr, gradient}``: gradient flows
-    from ``source`` to ``target``; ``gradient`` is the tensor summary that flowed
+  - ``nodes``: ``{id, name, variable, leaf, saved, module, path, line, made,
+    derivative}``; ``leaf`` is ``null`` for a function node and a tensor summary for
+    ``AccumulateGrad``; ``saved`` lists ``{name, shape, dtype, value, freed, packed,
+    version, version_now, values}`` for each ``_saved_*`` attribute (a custom
+    ``autograd.Function``'s ``ctx.saved_tensors`` as ``tensors[0]``, ...):
+    ``version`` is the version counter (``_version``) a saved tensor was saved at,
+    the one backward checks, and ``version_now`` its version when the graph was
+    walked where that differs (changed in place since: backward will raise), else
+    ``null``; ``values`` a small saved tensor's numbers, else ``null``; ``packed``
+    what a saved-tensor pack hook (``torch.utils.checkpoint``, offloading) stored
+    instead, in words; ``module`` names the ``nn.Module`` whose forward made the
+    node, or ``null``; ``path`` and ``line`` give the line of the user's code that
+    made the node (the innermost frame outside torch), or ``null`` (always for
+    ``AccumulateGrad``); ``made`` is the order autograd made the nodes in (0 for
+    the first), ``null`` for ``AccumulateGrad``; ``derivative`` says what computes
+    the node's gradients (below)
+  - ``edges``: ``{source, target, output_nr, input_nr, gradient, hooked_from}``:
+    gradient flows from ``source`` to ``target``; ``gradient`` is the tensor summary
+    that flowed (for an edge that alone feeds its input, what arrived, after any
+    tensor hook); ``hooked_from`` is what the source sent when a tensor hook
+    changed it on the way, else ``null``
+  - ``modules``: the modules named in ``nodes`` and the modules they sit in, in
+    the order they were first called: ``{name, kind, parent, path, line}``;
+    ``kind`` is the class, ``parent`` the name of the module it sits in (``null``
+    for an outermost one), ``path`` and ``line`` where the user's code first called it
 - ``backward``: the steps in the order the engine ran them:
-  ``{order, node, name, arriving, leaving}`` (lists of tensor summaries or ``null``)
-- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs}``,
+  ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
+  summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
+  what was sent (summed over the edges feeding it) where a hook changed it
+- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count}``,
   ``phase`` being ``"forward"`` (from the start of the run to the traced
-  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``
+  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
+  ``count`` calls in a row with the same op, phase and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
   ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
   torch is installed in, e.g. ``torch/autograd/__init__.py``
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
 - ``facts``: what the scenario's lesson function returned (a fact whose name ends
   in ``_path`` is a path, written like every other one)
-
-Every path goes through ``traces.paths.portable_path``, so that a saved trace
-holds nothing particular to the machine that wrote it: no user name, no
-virtual environment's folder. The terminal shows the absolute paths.
 - ``torch_commit``: the commit (or release tag) of PyTorch's repository that
   every ``url`` points at
 - ``kernels``: what ran below each ATen operator, one entry per phase and
@@ -69,8 +84,26 @@ template_url}``: ``path`` in PyTorch's repository; ``kind`` ``"repository"``
 was built, so not in the repository and without ``url``; ``template`` is the
 repository file it is generated from) or ``"elsewhere"`` (outside PyTorch).
 
-A tensor summary is ``{shape, dtype, values, norm}``: ``values`` for tensors of at
-most 16 elements, ``norm`` for larger floating-point tensors.
+A tensor summary is ``{shape, dtype, values, norm, layout, nnz, quantized}``:
+``values`` for tensors of at most 16 elements (a complex number as ``[real,
+imaginary]``; a quantized tensor's values dequantized), ``norm`` for larger
+floating-point and complex tensors; ``layout`` (``"sparse_coo"``, ...) and
+``nnz`` (stored entries) for a sparse tensor, which keeps its ``norm`` but no
+values; ``quantized`` (e.g. ``"per_tensor_affine scale=0.1 zero_point=0"``) for a
+quantized one.
+
+Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the graph,
+``packed`` and ``version_now`` to saved values, ``hooked_from`` to edges,
+``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
+``quantized`` to tensor summaries.
+
+Every path (each ``path``, and each fact whose name ends in ``_path``) goes
+through ``traces.paths.portable_path``, so that a saved trace
+holds nothing particular to the machine that wrote it: no user name, no
+virtual environment's folder. The terminal shows the absolute paths.
+
+The file is indented JSON with each record short enough (an op call, a tensor
+summary, a saved value) on one line.
 
 Which parts depend on the machine or on torch's file layout (``torch_version``,
 ``device``, ``source``) and which do not is spelled out in ``traces.compare``.
@@ -79,6 +112,7 @@ Which parts depend on the machine or on torch's file layout (``torch_version``,
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from traces.paths import portable_path
@@ -86,11 +120,41 @@ from traces.trace import Trace
 
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
-    fields = dataclasses.asdict(trace)
-    for entry in fields["source"]:
-        entry["path"] = portable_path(entry["path"])
-    fields["facts"] = {
-        name: portable_path(value) if name.endswith("_path") and isinstance(value, str) else value
-        for name, value in fields["facts"].items()
-    }
+    fields = with_portable_paths(dataclasses.asdict(trace))
     return {"schema_version": fields.pop("schema_version"), **fields}
+
+
+def with_portable_paths(value: Any) -> Any:
+    """``value`` with every path in it (a ``path``, or anything named ``*_path``) made portable."""
+    if isinstance(value, dict):
+        return {
+            key: portable_path(item) if isinstance(item, str) and key.endswith("path") else with_portable_paths(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [with_portable_paths(item) for item in value]
+    return value
+
+
+def trace_to_json(trace: Trace) -> str:
+    """The trace as JSON text: indented, with each small record (an op call, a tensor summary,
+    a saved value) on one line, which keeps the file short and a diff of two traces readable."""
+    return json_text(trace_to_dict(trace)) + "\n"
+
+
+ONE_LINE = 240  # characters: a value this short (with its key and a comma) is written on one line
+
+
+def json_text(value: Any, indent: int = 0, key: str = "") -> str:
+    """``value`` as JSON, after ``key`` (``"name": ``) on a line indented by ``indent``."""
+    text = json.dumps(value)
+    if len(key) + len(text) < ONE_LINE or not isinstance(value, (dict, list)) or not value:
+        return key + text
+    inner = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [inner + json_text(item, indent + 2, f"{json.dumps(name)}: ") for name, item in value.items()]
+        return key + "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if all(not isinstance(item, (dict, list)) for item in value):  # numbers: one line, however long
+        return key + text
+    items = [inner + json_text(item, indent + 2) for item in value]
+    return key + "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"

@@ -1,63 +1,70 @@
 """The graph as a Mermaid flowchart: renders on GitHub and in VSCode's Markdown preview.
 
-Arrows point the way the forward pass went (from the leaves to the output);
-each carries the gradient that flowed back along it. Leaves are green
-rounded boxes with their names and values; the nodes a model's modules made
-are grouped in a box per module.
+What is drawn comes from ``traces.drawing``, as for the SVG: arrows point the
+way the forward pass went (from the leaves to the output), each carrying the
+gradient that flowed back along it; leaves are green rounded boxes with their
+names and values; a model's modules are grouped in a box per module.
 """
 
 from __future__ import annotations
 
-from traces.graph import AutogradGraph, AutogradNode
+from traces.drawing import Box, drawing
 from traces.trace import Trace
+
+SHAPES = {"leaf": "([{}])", "function": "[{}]", "module": "[{}]"}
 
 
 def quoted(text: str) -> str:
-    return '"' + text.replace('"', "#quot;") + '"'
+    return '"' + text.replace('"', "#quot;").replace("\n", "<br>") + '"'
 
 
-def node_label(node: AutogradNode) -> str:
-    if node.is_leaf:
-        name = node.variable or "leaf"
-        if node.leaf.values is None:  # too large to show: shape and dtype instead
-            return f"{name}: {node.leaf.dtype}{node.leaf.shape}"
-        return f"{name} = {node.leaf}"
-    return f"{node.variable} = {node.name}" if node.variable else node.name
+def node_line(box: Box) -> str:
+    return box.id + SHAPES[box.kind].format(quoted(box.label))
 
 
-def node_line(node: AutogradNode) -> str:
-    label = quoted(node_label(node))
-    return f"{node.id}([{label}])" if node.is_leaf else f"{node.id}[{label}]"
-
-
-def to_mermaid(trace: Trace) -> str:
-    graph: AutogradGraph | None = trace.graph
-    lines = ["flowchart LR"]
-    if graph is None:
-        lines.append('  empty["this run recorded no backward pass"]')
+def to_mermaid(trace: Trace, depth: int | None = None) -> str:
+    picture = drawing(trace, depth)
+    lines = ["flowchart LR" if picture.left_to_right else "flowchart TB"]
+    if picture.empty:
+        lines.append(f"  empty[{quoted(picture.empty)}]")
         return "\n".join(lines) + "\n"
 
-    modules: dict[str, list[AutogradNode]] = {}
-    for node in graph.nodes:
-        if node.module:
-            modules.setdefault(node.module, []).append(node)
-        else:
-            lines.append("  " + node_line(node))
-    for number, (module, nodes) in enumerate(modules.items()):
-        lines.append(f"  subgraph module{number}[{quoted(module)}]")
-        lines.extend("    " + node_line(node) for node in nodes)
-        lines.append("  end")
+    # Subgraphs nest like the modules: a tree of clusters in the order their boxes come,
+    # written depth first (with a stack, not recursion).
+    boxes_in: dict[tuple[str, ...], list[Box]] = {(): []}
+    inner: dict[tuple[str, ...], list[tuple[str, ...]]] = {(): []}
+    for box in picture.boxes:
+        for level in range(1, len(box.cluster) + 1):
+            path = box.cluster[:level]
+            if path not in inner:
+                inner[path] = []
+                boxes_in[path] = []
+                inner[path[:-1]].append(path)
+        boxes_in[box.cluster].append(box)
+    number = 0
+    stack: list[tuple[str, ...] | str] = [()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):  # the end of a subgraph
+            lines.append(item)
+            continue
+        indent = "  " * (len(item) + 1)
+        if item:
+            lines.append("  " * len(item) + f"subgraph module{number}[{quoted(item[-1])}]")
+            number += 1
+            stack.append("  " * len(item) + "end")
+        lines.extend(indent + node_line(box) for box in boxes_in[item])
+        stack.extend(reversed(inner[item]))
 
-    for edge in graph.edges:
-        label = f"|{quoted('grad ' + str(edge.gradient))}|" if edge.gradient else ""
-        lines.append(f"  {edge.target} -->{label} {edge.source}")
+    for arrow in picture.arrows:
+        label = f"|{quoted(arrow.label)}|" if arrow.label else ""
+        lines.append(f"  {arrow.source} -->{label} {arrow.target}")
 
     lines.append("  classDef leaf fill:#dff5df,stroke:#2e7d32")
     lines.append("  classDef function fill:#e3ecff,stroke:#3454a4")
-    leaves = [node.id for node in graph.nodes if node.is_leaf]
-    functions = [node.id for node in graph.nodes if not node.is_leaf]
-    if leaves:
-        lines.append(f"  class {','.join(leaves)} leaf")
-    if functions:
-        lines.append(f"  class {','.join(functions)} function")
+    lines.append("  classDef module fill:#f1e8fb,stroke:#8a5cc2")
+    for kind in ("leaf", "function", "module"):
+        ids = [box.id for box in picture.boxes if box.kind == kind]
+        if ids:
+            lines.append(f"  class {','.join(ids)} {kind}")
     return "\n".join(lines) + "\n"

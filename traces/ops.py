@@ -4,16 +4,34 @@ A ``TorchDispatchMode`` sits below autograd in PyTorch's dispatcher, so it sees
 the operators that really run: those of the forward pass, and those the autograd
 engine runs for backward (it carries the mode into its work). Each call is
 labelled with the phase the tracer was in.
+
+The same mode notes where the user's code was when an operator made an
+autograd node. Autograd numbers the nodes it makes, in order
+(``node._sequence_nr()``), and makes an operator's node before the operator
+reaches this mode; so when the next number to give out has moved since the
+last operator, the operator running now made the nodes in between.
 """
 
 from __future__ import annotations
 
+import sys
+from bisect import bisect_right
+from sys import gettrace, settrace
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
+import torch
+from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from traces.native import FirstCall, observe_call
-from traces.tensors import dtype_name, is_tracer_at_work, iter_tensors, tracer_at_work
+from traces.places import importing_now, users_line
+from traces.tensors import _tracer_at_work as _at_work
+from traces.tensors import dtype_name, iter_tensors
+
+# The next sequence number autograd will give a node (torch 2.1 and newer).
+next_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", lambda: None)
 
 
 @dataclass
@@ -31,11 +49,54 @@ class OpCall:
     op: str  # e.g. "aten::addmm"
     inputs: list[TensorMeta]
     outputs: list[TensorMeta]
+    count: int = 1  # calls in a row with the same op, phase and shapes, folded into one
 
 
 def tensor_metas(value) -> list[TensorMeta]:
     """Shape and dtype of each tensor in an operator's arguments or result."""
     return [TensorMeta(list(t.shape), dtype_name(t)) for t in iter_tensors(value)]
+
+
+def shapes_of(value, more: dict | None = None) -> tuple:
+    """``((shape, dtype), ...)`` of the tensors in an operator's arguments or result: a tensor,
+    or tuples and lists of them, one level down (all that an ATen operator takes), as cheaply as
+    possible, since it runs for every operator."""
+    found = []
+    items = value if type(value) in (tuple, list) else (value,)
+    if more:
+        items = (*items, *more.values())
+    for item in items:
+        if isinstance(item, Tensor):
+            found.append((tuple(item.shape), item.dtype))
+        elif type(item) in (tuple, list):
+            for inner in item:
+                if isinstance(inner, Tensor):
+                    found.append((tuple(inner.shape), inner.dtype))
+    return tuple(found)
+
+
+def metas(shapes: tuple) -> list[TensorMeta]:
+    return [TensorMeta(list(shape), str(dtype).removeprefix("torch.")) for shape, dtype in shapes]
+
+
+class NodePlaces:
+    """Where the user's code was when each autograd node was made, found by the node's sequence number."""
+
+    def __init__(self) -> None:
+        self._first = next_sequence_nr()  # nodes made before recording started are not known
+        self._next_numbers: list[int] = []  # ascending
+        self._places: list[tuple[str, int] | None] = []
+
+    def note(self, next_number: int, place: tuple[str, int] | None) -> None:
+        """Nodes numbered below ``next_number`` and not yet noted were made at ``place``."""
+        self._next_numbers.append(next_number)
+        self._places.append(place)
+
+    def place_of(self, sequence_nr: int) -> tuple[str, int] | None:
+        if self._first is None or sequence_nr < self._first:
+            return None
+        index = bisect_right(self._next_numbers, sequence_nr)
+        return self._places[index] if index < len(self._places) else None
 
 
 class OpRecorder(TorchDispatchMode):
@@ -49,10 +110,22 @@ class OpRecorder(TorchDispatchMode):
     def __init__(self, native: bool = False) -> None:
         super().__init__()
         self.phase = "forward"
-        self.calls: list[OpCall] = []
+        self._calls: list[list] = []  # [phase, op, inputs, outputs, count]; see ``calls``
+        self._names: dict = {}  # operator -> its name
+        self.node_places = NodePlaces()
+        self._noted = self.node_places._first
         self.first_calls: dict[tuple[str, str], FirstCall] = {}  # (phase, op) -> what its first call noted
         self.native = native
         self._active = False
+        # Called once, at the first operator, with the frame that called it (see Tracer.recording).
+        self.at_first_operator: Callable[[FrameType], None] | None = None
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        # A mode that does not ignore them makes torch.compile run the model uncompiled
+        # (Dynamo skips frames while such a mode is active). Ignoring them, the mode is
+        # off while torch.compile compiles and sees what the compiled code runs.
+        return True
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -71,16 +144,49 @@ class OpRecorder(TorchDispatchMode):
             self._active = False
             self.__exit__(None, None, None)
 
+    @property
+    def calls(self) -> list[OpCall]:
+        """The calls so far, in order, consecutive identical ones folded (with their count)."""
+        return [OpCall(phase, op, metas(inputs), metas(outputs), count) for phase, op, inputs, outputs, count in self._calls]
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if is_tracer_at_work():  # an operator the tracer itself ran
-            return func(*args, **(kwargs or {}))
-        with tracer_at_work():  # even the operator's Python wrapper is not the scenario's code
-            inputs = tensor_metas((args, kwargs))  # before the call: an in-place op changes them
-            result = func(*args, **(kwargs or {}))
-            self.calls.append(OpCall(self.phase, func.name(), inputs, tensor_metas(result)))
-            if (self.phase, func.name()) not in self.first_calls:
+        if kwargs is None:
+            kwargs = {}
+        if _at_work.get() or importing_now():  # an operator the tracer ran, or an import (not the code's)
+            return func(*args, **kwargs)
+        if self.at_first_operator is not None:
+            at_first_operator, self.at_first_operator = self.at_first_operator, None
+            at_first_operator(sys._getframe(1))
+        number = next_sequence_nr()
+        if number != self._noted:  # this operator made autograd nodes: note where the user's code is
+            self._noted = number
+            self.node_places.note(number, users_line())
+        # What follows is the tracer's work (even the operator's Python wrapper is not the
+        # code's): tracer_at_work, written out, since this runs for every operator.
+        token = _at_work.set(True)
+        tracing = gettrace()
+        paused = getattr(tracing, "paused_while_tracer_works", False)
+        if paused:
+            settrace(None)
+        try:
+            inputs = shapes_of(args, kwargs)  # before the call: an in-place op changes them
+            result = func(*args, **kwargs)
+            outputs = shapes_of(result)
+            name = self._names.get(func)
+            if name is None:
+                name = self._names[func] = func.name()
+            last = self._calls[-1] if self._calls else None
+            if last and last[1] == name and last[0] == self.phase and last[2] == inputs and last[3] == outputs:
+                last[4] += 1
+            else:
+                self._calls.append([self.phase, name, inputs, outputs, 1])
+            if (self.phase, name) not in self.first_calls:
                 tensors = list(iter_tensors((args, kwargs))) or list(iter_tensors(result))  # a factory has no inputs
-                self.first_calls[self.phase, func.name()] = observe_call(tensors, self.native)
+                self.first_calls[self.phase, name] = observe_call(tensors, self.native)
+        finally:
+            if paused:
+                settrace(tracing)
+            _at_work.reset(token)
         return result
 
 
@@ -100,7 +206,7 @@ def fold_calls(calls: list[OpCall], phase: str) -> list[OpCount]:
         if call.phase != phase:
             continue
         if call.op in folded:
-            folded[call.op].count += 1
+            folded[call.op].count += call.count
         else:
-            folded[call.op] = OpCount(call.op, 1, call)
+            folded[call.op] = OpCount(call.op, call.count, call)
     return list(folded.values())

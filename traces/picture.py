@@ -1,66 +1,81 @@
 """The graph as a picture (SVG) through Graphviz, drawn like the study note's figure.
 
-Leaves are green ellipses with their names and values, functions blue boxes;
-arrows follow the forward pass and carry, after backward, the gradient that
-flowed back along them; a model's nodes sit in a box per module. The
-``graphviz`` package writes the DOT source; Graphviz's ``dot`` program draws it.
+What is drawn comes from ``traces.drawing``: leaves are green ellipses with
+their names and values, functions blue boxes, a model's modules purple boxes
+inside dashed clusters; arrows follow the forward pass and carry, after
+backward, the gradient that flowed back along them. Hovering a box shows the
+line of code that made it. The ``graphviz`` package writes the DOT source;
+Graphviz's ``dot`` program draws it.
 """
 
 from __future__ import annotations
 
 import shutil
 
-from traces.mermaid import node_label
+from traces.drawing import Box, Drawing, drawing
 from traces.trace import Trace
 
 NO_DOT = "Graphviz's dot program is not installed, so no SVG was drawn (apt-get install graphviz)"
+
+STYLES = {
+    "leaf": {"shape": "ellipse", "fillcolor": "#dff5df", "color": "#2e7d32"},
+    "function": {"shape": "box", "fillcolor": "#e3ecff", "color": "#3454a4"},
+    "module": {"shape": "box", "fillcolor": "#f1e8fb", "color": "#8a5cc2", "style": "filled,rounded"},
+}
 
 
 def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def to_dot(trace: Trace) -> str:
-    """The DOT source of the trace's graph."""
+def to_dot(trace: Trace, depth: int | None = None) -> str:
+    """The DOT source of the trace's picture."""
+    return dot_source(drawing(trace, depth))
+
+
+def dot_source(picture_of: Drawing) -> str:
     import graphviz
 
-    picture = graphviz.Digraph(trace.scenario, graph_attr={"rankdir": "LR", "fontname": "Helvetica"})
+    picture = graphviz.Digraph(
+        picture_of.title,
+        graph_attr={"rankdir": "LR" if picture_of.left_to_right else "TB", "fontname": "Helvetica", "newrank": "true", "nodesep": "0.15"},
+    )
     picture.attr("node", fontname="Helvetica", style="filled")
     picture.attr("edge", fontname="Helvetica", fontsize="10", color="#555555")
-    graph = trace.graph
-    if graph is None:
-        picture.node("empty", "this run recorded no backward pass", shape="plaintext")
+    if picture_of.empty:
+        picture.node("empty", picture_of.empty, shape="plaintext")
         return picture.source
 
-    modules: dict[str, list] = {}
-    for node in graph.nodes:
-        modules.setdefault(node.module or "", []).append(node)
-    for module, nodes in modules.items():
-        if module:
-            with picture.subgraph(name=f"cluster_{module}") as box:
-                box.attr(label=module, style="rounded,dashed", color="#8a5cc2", fontcolor="#8a5cc2")
-                for node in nodes:
-                    add_node(box, node)
-        else:
-            for node in nodes:
-                add_node(picture, node)
-    for edge in graph.edges:
-        label = f"grad {edge.gradient}" if edge.gradient else ""
-        picture.edge(edge.target, edge.source, label=label, fontcolor="#b26a00")
+    # Nested clusters, one per module around a box: a tree of subgraphs, built without recursion.
+    tree: dict[tuple[str, ...], list[Box]] = {}
+    for box in picture_of.boxes:
+        for level in range(len(box.cluster) + 1):
+            tree.setdefault(box.cluster[:level], [])
+        tree[box.cluster].append(box)
+    subgraphs = {(): picture}
+    opened = []
+    for path in sorted(tree, key=len):
+        if path:
+            subgraph = graphviz.Digraph(name=f"cluster_{'/'.join(path)}")
+            subgraph.attr(label=path[-1], style="rounded,dashed", color="#8a5cc2", fontcolor="#8a5cc2")
+            subgraphs[path] = subgraph
+            opened.append(path)
+        for box in tree[path]:
+            attributes = {key: value for key, value in STYLES[box.kind].items()}
+            if box.tooltip:
+                attributes["tooltip"] = box.tooltip
+            subgraphs[path].node(box.id, box.label, **attributes)
+    for path in sorted(opened, key=len, reverse=True):  # innermost first, into the one around it
+        subgraphs[path[:-1]].subgraph(subgraphs[path])
+    for arrow in picture_of.arrows:
+        picture.edge(arrow.source, arrow.target, label=arrow.label, fontcolor="#b26a00")
     return picture.source
 
 
-def add_node(picture, node) -> None:
-    if node.is_leaf:
-        picture.node(node.id, node_label(node), shape="ellipse", fillcolor="#dff5df", color="#2e7d32")
-    else:
-        picture.node(node.id, node_label(node), shape="box", fillcolor="#e3ecff", color="#3454a4")
-
-
-def to_svg(trace: Trace) -> str:
+def to_svg(trace: Trace, depth: int | None = None) -> str:
     """Draw the trace's graph with ``dot``; raises FileNotFoundError when dot is missing."""
     if not dot_available():
         raise FileNotFoundError(NO_DOT)
     import graphviz
 
-    return graphviz.Source(to_dot(trace)).pipe(format="svg", encoding="utf-8")
+    return graphviz.Source(to_dot(trace, depth)).pipe(format="svg", encoding="utf-8")

@@ -3,8 +3,9 @@ holds on to a tensor, and ``describe``, the one line the debugger shows."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -20,13 +21,28 @@ MAX_VALUES = 16
 _tracer_at_work: ContextVar[bool] = ContextVar("tracer_at_work", default=False)
 
 
-@contextmanager
-def tracer_at_work() -> Iterator[None]:
-    token = _tracer_at_work.set(True)
-    try:
-        yield
-    finally:
-        _tracer_at_work.reset(token)
+class tracer_at_work:
+    """A ``with`` block of the tracer's own work: the views do not record it.
+
+    It also pauses the source view's trace function (one marked
+    ``paused_while_tracer_works``; never a debugger's), which before Python 3.12
+    would otherwise be called for every function the tracer calls.
+    """
+
+    __slots__ = ("_token", "_tracing")
+
+    def __enter__(self) -> None:
+        self._token = _tracer_at_work.set(True)
+        self._tracing = sys.gettrace()
+        if getattr(self._tracing, "paused_while_tracer_works", False):
+            sys.settrace(None)
+        else:
+            self._tracing = None
+
+    def __exit__(self, *error) -> None:
+        if self._tracing is not None:
+            sys.settrace(self._tracing)
+        _tracer_at_work.reset(self._token)
 
 
 def is_tracer_at_work() -> bool:
@@ -53,22 +69,44 @@ def iter_tensors(value) -> Iterator[torch.Tensor]:
 class TensorSummary:
     shape: list[int]
     dtype: str
-    values: float | list | None = None  # the values, for small tensors
-    norm: float | None = None  # the 2-norm, for large floating tensors
+    values: float | list | None = None  # the values, for small tensors; a complex number as [real, imaginary]
+    norm: float | None = None  # the 2-norm, for large floating-point and complex tensors, and sparse ones
+    layout: str | None = None  # "sparse_coo", "sparse_csr", ...; None for an ordinary (strided) tensor
+    nnz: int | None = None  # a sparse tensor's number of stored entries
+    quantized: str | None = None  # a quantized tensor's scheme and scale, e.g. "per_tensor_affine scale=0.1 zero_point=0"
 
     def __str__(self) -> str:
         if self.values is not None:
-            return _format_values(self.values)
-        text = f"{self.dtype}{self.shape}"
-        if self.norm is not None:
-            text += f" norm={self.norm:.4g}"
+            text = _format_values(self.values, self.dtype.startswith("complex"))
+        else:
+            text = f"{self.dtype}{self.shape}"
+            if self.layout is not None:
+                text += f" {self.layout} nnz={self.nnz}"
+            if self.norm is not None:
+                text += f" norm={self.norm:.4g}"
+        if self.quantized is not None:
+            text += f" ({self.dtype} {self.quantized})" if self.values is not None else f" {self.quantized}"
         return text
 
 
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
 def summarize(tensor: torch.Tensor) -> TensorSummary:
-    """Describe a tensor in plain data: shape, dtype, and its values when it is small."""
-    with tracer_at_work():  # reading the values is the tracer's work, not the scenario's
+    """Describe a tensor in plain data: shape, dtype, and its values when it is small.
+
+    Complex values are kept as ``[real, imaginary]`` pairs (JSON has no complex
+    numbers); a sparse tensor keeps its layout, its number of stored entries and
+    its norm; a quantized one its quantization, and its values dequantized.
+    """
+    with tracer_at_work(), no_python_dispatch(tensor):  # the tracer's work, not the scenario's
         return _summarize(tensor)
+
+
+def no_python_dispatch(tensor: torch.Tensor):
+    """For the tracer's own operators on a plain tensor: skip every Python dispatch mode (the ops
+    view's too, which would only pass them on). A tensor subclass keeps its Python dispatch."""
+    return torch._C._DisableTorchDispatch() if type(tensor) in PLAIN_TENSORS else nullcontext()
 
 
 def dtype_name(tensor: torch.Tensor) -> str:
@@ -78,19 +116,56 @@ def dtype_name(tensor: torch.Tensor) -> str:
 def _summarize(tensor: torch.Tensor) -> TensorSummary:
     dtype = dtype_name(tensor)
     shape = list(tensor.shape)
-    if tensor.layout != torch.strided or tensor.is_meta:
+    if tensor.is_meta:
         return TensorSummary(shape, dtype)
     data = tensor.detach()
+    if data.layout != torch.strided:
+        return _sparse_summary(data, shape, dtype)
+    quantized = None
+    if data.is_quantized:
+        quantized = _quantization(data)
+        data = data.dequantize()
     if data.numel() <= MAX_VALUES:
-        return TensorSummary(shape, dtype, values=data.cpu().tolist())
-    if data.is_floating_point():
-        return TensorSummary(shape, dtype, norm=data.float().norm().item())
-    return TensorSummary(shape, dtype)
+        values = data.cpu().tolist()
+        if data.is_complex():
+            values = _complex_pairs(values)
+        return TensorSummary(shape, dtype, values=values, quantized=quantized)
+    if data.is_floating_point() or data.is_complex():
+        return TensorSummary(shape, dtype, norm=torch.linalg.vector_norm(data).item(), quantized=quantized)
+    return TensorSummary(shape, dtype, quantized=quantized)
 
 
-def _format_values(values: float | list) -> str:
+def _sparse_summary(data: torch.Tensor, shape: list[int], dtype: str) -> TensorSummary:
+    layout = str(data.layout).removeprefix("torch.")
+    if data.layout == torch.sparse_coo:
+        values = data.coalesce().values()  # an entry stored twice counts once, summed
+    elif data.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+        values = data.values()
+    else:
+        return TensorSummary(shape, dtype, layout=layout)
+    norm = torch.linalg.vector_norm(values).item() if values.is_floating_point() or values.is_complex() else None
+    return TensorSummary(shape, dtype, norm=norm, layout=layout, nnz=values.shape[0])
+
+
+def _quantization(data: torch.Tensor) -> str:
+    scheme = str(data.qscheme()).removeprefix("torch.")
+    if data.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return f"{scheme} scale={data.q_scale():.4g} zero_point={data.q_zero_point()}"
+    return f"{scheme} axis={data.q_per_channel_axis()}"
+
+
+def _complex_pairs(values):
     if isinstance(values, list):
-        return "[" + ", ".join(_format_values(v) for v in values) + "]"
+        return [_complex_pairs(value) for value in values]
+    return [values.real, values.imag]
+
+
+def _format_values(values: float | list, complex_pairs: bool = False) -> str:
+    if complex_pairs and isinstance(values, list) and values and not isinstance(values[0], list):
+        real, imaginary = values
+        return f"{real:.4g}{imaginary:+.4g}j"
+    if isinstance(values, list):
+        return "[" + ", ".join(_format_values(v, complex_pairs) for v in values) + "]"
     if isinstance(values, float):
         return f"{values:.4g}"
     return str(values)

@@ -1,69 +1,98 @@
-"""Render a trace to the terminal with rich: the graph as a tree, backward as a table."""
+"""Render a trace to the terminal with rich: the graph as a tree, backward as a table.
+
+A small graph is shown node by node. A model's graph is shown by ``nn.Module``
+(see ``traces.grouping``): the module tree down to a depth, with node counts
+and gradient norms, repeated blocks folded, and backward as one row per run
+of steps in one module. Every node's text is made by ``node_text``; every
+module's by ``module_text``. Paths are printed relative to the current folder
+when inside it, so that VSCode's terminal makes them links.
+"""
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
-from traces.graph import AutogradGraph, AutogradNode
+from traces.grouping import (
+    DEFAULT_DEPTH,
+    Fold,
+    ModuleGroup,
+    combined_norm,
+    display_groups,
+    first_made,
+    folded,
+    gradient_norms,
+    grouped,
+    kinds,
+    module_tree,
+    opened_modules,
+)
+from traces.graph import AutogradGraph, AutogradNode, SavedValue
 from traces.ops import fold_calls
+from traces.places import shown_path
 from traces.tensors import TensorSummary
 from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
-from traces.trace import Trace
+from traces.trace import VIEWS, Trace
 
 PHASES = ("forward", "backward")
+MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the rest are counted
+MAX_LINE_GROUPS = 30  # lines of code outside any module shown one by one; the rest are counted
 
 
-def render_trace(trace: Trace, console: Console) -> None:
-    """All four views: graph, backward, ops and source."""
+def render_trace(trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+    """The views asked for, of graph, backward, ops and source, in that order.
+
+    ``depth`` opens a model's module tree that many levels (default 2, for graphs
+    too large to list node by node).
+    """
+    shown = []
+    if "graph" in views or "backward" in views:
+        shown.append(lambda: render_graph_and_backward(trace, console, views, depth))
+    if "ops" in views:
+        compact = trace.graph is not None and grouped(trace.graph, depth)
+        shown.append(lambda: render_ops(trace, console, compact))
+    if "source" in views:
+        shown.append(lambda: render_source(trace, console))
+    for number, show in enumerate(shown):
+        if number:
+            console.print()
+        show()
+
+
+def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, ...], depth: int | None) -> None:
     if trace.graph is None:
         console.print("[dim]This run recorded no backward pass.[/dim]")
-    else:
+        return
+    if grouped(trace.graph, depth):
+        depth = DEFAULT_DEPTH if depth is None else depth
+        if "graph" in views:
+            render_module_graph(trace, depth, console)
+        if "backward" in views and trace.backward:
+            console.print(module_backward_table(trace, depth))
+        return
+    if "graph" in views:
         console.print(graph_tree(trace.graph))
         render_formula_sources(trace, console)
-        if trace.backward:
-            console.print(backward_table(trace, trace.graph))
-    console.print()
-    render_ops(trace, console)
-    console.print()
-    render_source(trace, console)
+    if "backward" in views and trace.backward:
+        console.print(backward_table(trace, trace.graph, console.width))
 
 
-def render_ops(trace: Trace, console: Console) -> None:
-    table = Table(title="ATen ops: what ran below autograd, folded by name", title_justify="left")
-    table.add_column("phase")
-    table.add_column("op")
-    table.add_column("calls", justify="right")
-    table.add_column("first call: inputs -> outputs")
-    for phase in PHASES:
-        folded = fold_calls(trace.ops, phase)
-        if not folded:
-            table.add_row(phase, "[dim]no ATen ops ran[/dim]", "", "")
-        for row in folded:
-            inputs = ", ".join(str(meta) for meta in row.first.inputs)
-            outputs = ", ".join(str(meta) for meta in row.first.outputs)
-            table.add_row(phase, row.op, str(row.count), escape(f"{inputs} -> {outputs}"))
-            phase = ""
-    console.print(table)
-    render_kernels(trace, console)
+# Node by node, for small graphs
 
 
-def render_source(trace: Trace, console: Console) -> None:
-    if trace.source_skipped:
-        console.print(f"[bold]Torch source entered:[/bold] skipped: {escape(trace.source_skipped)}")
-        return
-    console.print(
-        f"[bold]Torch source entered[/bold] [dim]({len(trace.source)} functions, in first-entry order, "
-        "indented by call depth, with the call count; ctrl+click a path to open it)[/dim]"
-    )
-    for entry in trace.source:
-        indent = "  " * entry.depth
-        console.print(f"{indent}{entry.location}  {entry.function} x{entry.calls}", markup=False, soft_wrap=True)
+def place_text(node: AutogradNode) -> str:
+    """Where the user's code made the node, as a dim ``path:line`` (empty when unknown)."""
+    if node.path is None:
+        return ""
+    return f"  [dim]{escape(shown_path(node.path))}:{node.line}[/dim]"
 
 
 def node_text(node: AutogradNode) -> str:
+    """One node, as the graph tree shows it: every detail the trace holds about it, in one place."""
     if node.is_leaf:
         name = escape(node.variable or "leaf")
         value = escape(str(node.leaf))
@@ -76,14 +105,18 @@ def node_text(node: AutogradNode) -> str:
         text += f" [magenta]in {escape(node.module)}[/magenta]"
     if node.saved:
         text += "  [dim]saved: " + ", ".join(saved_text(s) for s in node.saved) + "[/dim]"
-    return text
+    return text + place_text(node)
 
 
-def saved_text(saved) -> str:
-    if saved.shape is not None:
+def saved_text(saved: SavedValue) -> str:
+    if saved.packed is not None:
+        text = escape(f"{saved.name} packed {saved.packed}")
+    elif saved.shape is not None:
         text = f"{saved.name} {saved.dtype}{saved.shape}"
         if saved.version is not None:  # the version it was saved at, which backward checks
             text += f" _version={saved.version}"
+        if saved.version_now is not None:
+            text += f" (changed in place since: now {saved.version_now}, so backward will raise)"
     elif saved.value is not None:
         text = escape(f"{saved.name}={saved.value}")
     else:  # freed before the graph was walked: nothing is known of it but its name
@@ -98,37 +131,307 @@ def graph_tree(graph: AutogradGraph) -> Tree:
     """
     tree = Tree("[bold]Autograd graph[/bold] [dim](gradients flow from the output down to the leaves)[/dim]")
     shown: set[str] = set()
-
-    def add(branch: Tree, node_id: str, edge_text: str) -> None:
+    # A walk with a stack of (branch, node, edge text), not recursion: a graph can be deep.
+    stack = [(tree, output_id, "") for output_id in reversed(graph.outputs)]
+    while stack:
+        branch, node_id, edge_text = stack.pop()
         node = graph.node(node_id)
         if node_id in shown:
             branch.add(f"{edge_text}{node_text(node)} [dim](shown above)[/dim]")
-            return
+            continue
         shown.add(node_id)
         child = branch.add(edge_text + node_text(node) + derivative_text(node, graph))
-        for edge in graph.edges_from(node_id):
-            gradient = f"[yellow]grad {gradient_text(edge.gradient)}[/yellow] → " if edge.gradient else ""
-            add(child, edge.target, gradient)
-
-    for output_id in graph.outputs:
-        add(tree, output_id, "")
+        for edge in reversed(graph.edges_from(node_id)):
+            gradient = f"[yellow]grad {edge_gradient_text(edge)}[/yellow] → " if edge.gradient else ""
+            stack.append((child, edge.target, gradient))
     return tree
 
 
-def gradient_text(summary: TensorSummary | None) -> str:
-    return "None" if summary is None else escape(str(summary))
+def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:
+    text = "None" if summary is None else escape(str(summary))
+    return text if before_hooks is None else f"{text} {hooked_text(before_hooks)}"
 
 
-def backward_table(trace: Trace, graph: AutogradGraph) -> Table:
+def hooked_text(before_hooks: TensorSummary) -> str:
+    if before_hooks.values is None and before_hooks.norm is None:  # a sum too large to have kept
+        return "(a tensor hook changed it)"
+    return escape(f"(a tensor hook changed it from {before_hooks})")
+
+
+def edge_gradient_text(edge) -> str:
+    return gradient_text(edge.gradient, edge.hooked_from)
+
+
+def arriving_text(step) -> str:
+    before = step.before_hooks or [None] * len(step.arriving)
+    return ", ".join(gradient_text(g, b) for g, b in zip(step.arriving, before))
+
+
+def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Table:
     table = Table(title="Backward: the order in which the engine ran the nodes", title_justify="left")
-    table.add_column("step", justify="right")
-    table.add_column("node")
-    table.add_column("gradient arriving")
-    table.add_column("gradients leaving, one per edge")
-    table.add_column("formula, with the numbers")
-    for step in trace.backward:
-        node = graph.node(step.node)
-        arriving = ", ".join(gradient_text(g) for g in step.arriving)
+    labels = [graph.node(step.node).label for step in trace.backward]
+    # A label may wrap between its name and its class, never inside the name: parameter names
+    # (linear_relu_stack.0.weight, linear_relu_stack.0.bias) tell the rows apart.
+    longest_word = max((len(word) for label in labels for word in label.split()), default=4)
+    longest_label = max((len(label) for label in labels), default=4)
+    room = width - 13 - 2 * 20  # what two gradient columns of 20 and the borders leave
+    table.add_column("step", justify="right", no_wrap=True)
+    table.add_column("node", width=max(longest_word, min(longest_label, room)))
+    table.add_column("gradient arriving", overflow="fold")
+    table.add_column("gradients leaving, one per edge", overflow="fold")
+    table.add_column("formula, with the numbers", overflow="fold")
+    for step, label in zip(trace.backward, labels):
+        arriving = arriving_text(step)
         leaving = ", ".join(gradient_text(g) for g in step.leaving) or "[dim](into .grad)[/dim]"
-        table.add_row(str(step.order), escape(node.label), arriving, leaving, equations_text(step, node, graph))
+        node = graph.node(step.node)
+        table.add_row(str(step.order), escape(label), arriving, leaving, equations_text(step, node, graph))
     return table
+
+
+# By module, for a model
+
+
+def norm_text(norm: float | None) -> str:
+    return "" if norm is None else f" · grad norm {norm:.4g}"
+
+
+def location_text(node: AutogradNode | None) -> str | None:
+    if node is None or node.path is None:
+        return None
+    return f"{shown_path(node.path)}:{node.line}"
+
+
+def module_text(group: ModuleGroup, title: str, frontier: bool, norms: dict[str, float]) -> tuple[Text, str | None]:
+    """One module, as the module tree shows it: name and class, its nodes (their classes, where
+    the tree goes no deeper), the norm of its parameters' gradients, and the line of code that
+    called it."""
+    nodes = list(group.nodes())
+    text = Text(title, style="bold magenta")
+    count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    text.append(f"  {count}: {kinds(nodes)}" if frontier else f"  {count}")
+    text.append(norm_text(combined_norm([norms[node.id] for node in nodes if node.id in norms])), style="yellow")
+    return text, place(group.location)
+
+
+def place(location: str | None) -> str | None:
+    """A ``path:line`` to print (see ``shown_path``)."""
+    if not location:
+        return None
+    path, _, line = location.rpartition(":")
+    return f"{shown_path(path)}:{line}"
+
+
+def relative_name(group: ModuleGroup, parent: ModuleGroup | None) -> str:
+    """``conv1`` for ``layer1.0.conv1`` inside ``layer1.0``: the indentation shows the rest."""
+    if parent is not None and group.name.startswith(parent.name + "."):
+        return group.name[len(parent.name) + 1 :]
+    return group.name
+
+
+class Lines:
+    """Indented lines that fit the console's width: text wraps under its indentation; a
+    ``path:line`` goes at the end of its line when it fits, else on a line of its own, whole,
+    so that it stays a link (a path longer than the width is the only line that runs over)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.lines: list[Text] = []
+
+    def add(self, indent: int, text: Text, location: str | None = None) -> None:
+        width = max(self.console.width - indent - 4, 20)
+        if location is not None and text.cell_len + 2 + len(location) <= width:
+            text = text.copy()
+            text.append(f"  {location}", style="dim")
+            location = None
+        for number, line in enumerate(text.wrap(self.console, width, overflow="fold")):
+            self.lines.append(Text(" " * (indent if number == 0 else indent + 4)) + line)
+        if location is not None:
+            self.lines.append(Text(" " * (indent + 4) + location, style="dim"))
+
+    def print(self) -> None:
+        for line in self.lines:
+            self.console.print(line, soft_wrap=True)
+
+
+def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
+    """The graph by module: the module tree down to ``depth``, then the lines of code outside any module."""
+    graph = trace.graph
+    norms = gradient_norms(trace.backward, graph)
+    outputs = ", ".join(graph.node(output).label for output in graph.outputs)
+    lines = Lines(console)
+    lines.add(
+        0,
+        Text.assemble(
+            ("Autograd graph", "bold"),
+            f" of {outputs}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, "
+            + (f"by module, {depth} levels deep" if graph.modules else "by the line of code that made them"),
+            (" (--depth N to open more levels; the JSON has every node)" if graph.modules else "", "dim"),
+        ),
+    )
+    # A walk with a stack, not recursion: (indent, fold, parent) for a module to show,
+    # (indent, text, None) for a line to show after a module's insides.
+    stack: list[tuple[int, Fold | Text, ModuleGroup | None]]
+    stack = [(0, fold, None) for fold in reversed(folded(module_tree(graph)))]
+    while stack:
+        indent, fold, parent = stack.pop()
+        if isinstance(fold, Text):
+            lines.add(indent, fold)
+            continue
+        group = fold.first
+        frontier = group.depth >= depth or not group.children
+        title = group.title if parent is None else f"{relative_name(group, parent)} ({group.kind})"
+        lines.add(indent, *module_text(group, title, frontier, norms))
+        if fold.same:
+            stack.append((indent, same_structure_text(fold, parent, norms), None))
+        if frontier:
+            continue
+        if group.own:
+            lines.add(indent + 2, Text(f"itself: {kinds(group.own)}"), location_text(first_made(group.own)))
+        for inner in reversed(folded(group.children)):
+            stack.append((indent + 2, inner, group))
+    add_lines_outside_modules(lines, graph)
+    lines.print()
+
+
+def same_structure_text(fold: Fold, parent: ModuleGroup | None, norms: dict[str, float]) -> Text:
+    names = [relative_name(group, parent) for group in fold.same]
+    which = names[0] if len(names) == 1 else f"{names[0]} … {names[-1]} ({len(names)} modules)"
+    text = Text(which, style="bold magenta")
+    text.append(f": same structure as {relative_name(fold.first, parent)}")
+    if len(fold.same) <= 3:
+        for group in fold.same:
+            norm = combined_norm([norms[node.id] for node in group.nodes() if node.id in norms])
+            if norm is not None:
+                prefix = f" {relative_name(group, parent)}" if len(fold.same) > 1 else ""
+                text.append(f" ·{prefix} grad norm {norm:.4g}", style="yellow")
+    return text
+
+
+def add_lines_outside_modules(lines: Lines, graph: AutogradGraph) -> None:
+    """The nodes no module made, one entry per line of code that made them."""
+    by_line: dict[str, list[AutogradNode]] = {}
+    for node in graph.nodes:
+        if not node.module:
+            by_line.setdefault(node.location or "", []).append(node)
+    if not by_line:
+        return
+    lines.add(0, Text("outside any module", style="bold"))
+    ordered = sorted(by_line.values(), key=lambda nodes: first_made(nodes).made if first_made(nodes) else -1)
+    for nodes in ordered[:MAX_LINE_GROUPS]:
+        named = [node for node in nodes if node.variable]
+        if len(named) == len(nodes) <= 3:  # loss = SumBackward0; w (AccumulateGrad)
+            text = Text(", ".join(node.label if node.is_leaf else f"{node.variable} = {node.name}" for node in nodes))
+        else:  # LogSoftmaxBackward0, NllLossBackward0 (loss)
+            text = Text(kinds(nodes) + (f" ({', '.join(node.variable for node in named[:6])})" if named else ""))
+        lines.add(2, text, location_text(first_made(nodes)))
+    if len(ordered) > MAX_LINE_GROUPS:
+        rest = sum(len(nodes) for nodes in ordered[MAX_LINE_GROUPS:])
+        lines.add(2, Text(f"… {len(ordered) - MAX_LINE_GROUPS} more lines, {rest} nodes (all in the JSON)", style="dim"))
+
+
+def module_backward_table(trace: Trace, depth: int) -> Table:
+    """Backward by module: one row per run of consecutive steps in one module (or line of code)."""
+    graph = trace.graph
+    group_of = display_groups(graph, depth)
+    norms = gradient_norms(trace.backward, graph)
+    kind_of = {info.name: info.kind for info in graph.modules}
+    opened = opened_modules(graph, depth)
+    table = Table(
+        title=f"Backward, by {'module' if graph.modules else 'line of code'}: the order the engine ran the nodes in",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("module", no_wrap=True)  # never cut: the names tell the rows apart
+    table.add_column("gradient arriving", overflow="fold")
+    table.add_column("into .grad", overflow="fold")
+    runs: list[list] = []
+    for step in trace.backward:
+        group = group_of.get(step.node, "")
+        if runs and runs[-1][0] == group:
+            runs[-1][1].append(step)
+        else:
+            runs.append([group, [step]])
+    for group, steps in runs:
+        first, last = steps[0].order, steps[-1].order
+        label = group_label(group, kind_of, opened, [graph.node(step.node) for step in steps])
+        arriving = arriving_text(steps[0])
+        norm = combined_norm([norms[step.node] for step in steps if step.node in norms])
+        table.add_row(
+            str(first) if first == last else f"{first}-{last}",
+            label,
+            arriving,
+            "" if norm is None else f"norm {norm:.4g}",
+        )
+    return table
+
+
+def group_label(group: str, kind_of: dict[str, str], opened: set[str], nodes: list[AutogradNode]) -> str:
+    if group.startswith("line "):
+        if len(nodes) == 1 and nodes[0].variable:
+            return escape(nodes[0].label)  # loss (SumBackward0)
+        path, _, line = group.removeprefix("line ").rpartition(":")
+        named = sorted({node.variable for node in nodes if node.variable})
+        return escape(f"{shown_path(path)}:{line}" + (f" ({', '.join(named[:3])})" if named else ""))
+    if group.startswith("node "):
+        return escape(nodes[0].label)
+    kind = kind_of.get(group)
+    itself = " itself" if group in opened else ""  # the modules inside it have rows of their own
+    return escape(f"{group}{itself} ({kind})" if kind and kind != group else f"{group}{itself}")
+
+
+# The ops and the source
+
+
+def metas_text(metas: list) -> str:
+    shown = ", ".join(str(meta) for meta in metas[:MAX_SHAPES])
+    return shown + (f", … +{len(metas) - MAX_SHAPES} more" if len(metas) > MAX_SHAPES else "")
+
+
+def render_ops(trace: Trace, console: Console, compact: bool = False) -> None:
+    """One row per op and phase. The op names are never cut (overloads differ only at the end);
+    the first call's shapes get what width is left, and end in "…" when they need more."""
+    rows = []
+    for phase in PHASES:
+        folded_calls = fold_calls(trace.ops, phase)
+        if not folded_calls:
+            rows.append((phase, "no ATen ops ran", "", ""))
+        for row in folded_calls:
+            rows.append((phase, row.op, str(row.count), f"{metas_text(row.first.inputs)} -> {metas_text(row.first.outputs)}"))
+            phase = ""
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    widths = [max(width, len(title)) for width, title in zip(widths, ("phase", "op", "calls"))]
+    shapes_width = max(console.width - sum(widths) - 13, 12)  # 13: the borders and padding of four columns
+    table = Table(title="ATen ops: what ran below autograd, folded by name", title_justify="left")
+    table.add_column("phase", no_wrap=True, min_width=widths[0])
+    table.add_column("op", no_wrap=True, min_width=widths[1])
+    table.add_column("calls", justify="right", no_wrap=True, min_width=widths[2])
+    table.add_column("first call: inputs -> outputs", no_wrap=True, max_width=shapes_width)
+    for phase, op, count, shapes in rows:
+        shapes_text = Text(shapes)
+        shapes_text.truncate(shapes_width, overflow="ellipsis")
+        table.add_row(phase, Text(op, style="dim" if not count else ""), count, shapes_text)
+    console.print(table)
+    render_kernels(trace, console, compact)
+
+
+def render_source(trace: Trace, console: Console) -> None:
+    if trace.source_skipped:
+        console.print(f"[bold]Torch source entered:[/bold] skipped: {escape(trace.source_skipped)}")
+        return
+    console.print(
+        f"[bold]Torch source entered[/bold] [dim]({len(trace.source)} functions, in first-entry order, "
+        "indented by call depth, with the call count; ctrl+click a path to open it)[/dim]"
+    )
+    width = console.width
+    for entry in trace.source:
+        indent = "  " * entry.depth
+        what = f"{indent}{entry.function} x{entry.calls}"
+        where = f"{shown_path(entry.path)}:{entry.line}"
+        if len(what) + 2 + len(where) <= width:
+            console.print(f"{what}  {where}", markup=False, highlight=False, soft_wrap=True)
+        else:  # the path on a line of its own, whole, so that it stays a link, indented as far as it fits
+            console.print(what, markup=False, highlight=False, soft_wrap=True)
+            console.print(" " * max(0, min(len(indent) + 2, width - len(where))) + where, markup=False, highlight=False, soft_wrap=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from rich.tree import Tree
 
 from traces.backward import BackwardStep
@@ -38,7 +39,8 @@ def reference(link: SourceLink | None, numbers: dict[str, int]) -> str:
 
 
 def print_references(console: Console, title: str, links: Iterable[SourceLink | None], numbers: dict[str, int]) -> None:
-    """The numbered sources, each with the installed copy (ctrl+click opens it) and its GitHub link, unbroken."""
+    """The numbered sources: the installed copy (ctrl+click opens it) and the GitHub link, each
+    alone on its line, never broken (a terminal makes a link clickable only when it is whole)."""
     if not numbers:
         return
     console.print(f"[dim]{escape(title)}[/dim]")
@@ -47,16 +49,19 @@ def print_references(console: Console, title: str, links: Iterable[SourceLink | 
         if link is None or link.location in done:
             continue
         done.add(link.location)
-        console.print(f"[{numbers[link.location]}] {where(link)}", markup=False, soft_wrap=True, highlight=False)
+        for number, line in enumerate(where(link)):
+            text = f"[{numbers[link.location]}] {line}" if number == 0 else f"    {line}"
+            console.print(text, markup=False, soft_wrap=number == 0 or line.startswith("http"), highlight=False)
 
 
-def where(link: SourceLink) -> str:
+def where(link: SourceLink) -> list[str]:
+    """A source's lines: where it is here, then its link (for a generated file, its template's)."""
     if link.kind == "generated":
-        template = f"; generated from {link.template_url}" if link.template_url else ""
-        return f"{link.location}: written while torch was built, so not in the repository{template}"
+        lines = [link.location, "written while torch was built, so not in the repository; generated from:"]
+        return lines + ([link.template_url] if link.template_url else [])
     local = link.wheel_copy()
-    parts = [f"{local}:{link.line}" if local is not None and link.line else link.location]
-    return "  ".join(parts + ([link.url] if link.url else []))
+    first = f"{local}:{link.line}" if local is not None and link.line else link.location
+    return [first] + ([link.url] if link.url else [])
 
 
 # --- the graph view ---------------------------------------------------------
@@ -117,9 +122,16 @@ def kernel_sources(trace: Trace) -> list[SourceLink | None]:
     return [link for kernel in trace.kernels for link in (kernel.source, kernel.registered)]
 
 
-def render_kernels(trace: Trace, console: Console) -> None:
-    """After the ops table: each op's entry, its kernel, the dispatch path and, with --native, the C++ path."""
+def render_kernels(trace: Trace, console: Console, compact: bool = False) -> None:
+    """After the ops table: each op's entry, its kernel, the dispatch path and, with --native, the C++ path.
+
+    ``compact`` (a model's trace, grouped by module): one row per op, with the kernel
+    that ran; the rest is in the JSON trace (``kernels``).
+    """
     if not trace.kernels:
+        return
+    if compact:
+        render_kernel_table(trace, console)
         return
     numbers = numbered(kernel_sources(trace))
     title = "[bold]Below the ATen ops[/bold] [dim](native_functions.yaml, the dispatcher, the kernel that ran)[/dim]"
@@ -140,6 +152,26 @@ def render_kernels(trace: Trace, console: Console) -> None:
     console.print(tree)
     title = f"Where they are (the wheel's copy, and PyTorch's repository at {trace.torch_commit[:12]}):"
     print_references(console, title, kernel_sources(trace), numbers)
+
+
+def render_kernel_table(trace: Trace, console: Console) -> None:
+    """One row per op: the C++ kernel that ran for it (an op run in both phases is listed once)."""
+    table = Table(
+        title="Below the ATen ops: the kernel that ran for each (schemas, dispatch keys and where each "
+        "is registered: in the JSON trace, under kernels)",
+        title_justify="left",
+    )
+    keys = {kernel.device_key for kernel in trace.kernels if kernel.symbol}
+    table.add_column("op", overflow="fold")
+    table.add_column(f"{keys.pop()} kernel that ran" if len(keys) == 1 else "kernel that ran", overflow="fold")
+    listed: set[str] = set()
+    for kernel in trace.kernels:
+        if kernel.op in listed:
+            continue
+        listed.add(kernel.op)
+        ran = kernel.symbol if kernel.symbol else kernel.note or "no kernel of its own"
+        table.add_row(escape(kernel.op), escape(ran))
+    console.print(table)
 
 
 def kernel_lines(kernel: OpKernel, numbers: dict[str, int]) -> list[str]:

@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
 
@@ -16,11 +17,15 @@ from traces.graph import AutogradGraph
 from traces.modules import ModuleRecorder
 from traces.native import OpKernel, describe_ops, installed_index, node_derivative, torch_commit
 from traces.ops import OpCall, OpRecorder
+from traces.places import TORCH_DIR, TRACES_DIR
 from traces.source import SourceEntry, SourceRecorder
+from traces.tensors import tracer_at_work
 
-SCHEMA_VERSION = 4  # 2: saved tensors carry their version counter; 3: paths the same on every machine; 4: what is below Python
-TORCH_DIR = os.path.dirname(torch.__file__)
-TRACES_DIR = os.path.dirname(os.path.abspath(__file__))
+if TYPE_CHECKING:
+    from rich.console import Console
+
+SCHEMA_VERSION = 5  # see traces/json_file.py
+VIEWS = ("graph", "backward", "ops", "source")
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
 
@@ -42,6 +47,22 @@ class Trace:
     native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
+    def show(self, console: Console | None = None, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+        """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``."""
+        from rich.console import Console
+
+        from traces.terminal import render_trace
+
+        render_trace(self, console or Console(), views=views, depth=depth)
+
+    def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
+        """Write ``<scenario>.json``, ``.mmd`` and, where Graphviz is installed, ``.svg`` into
+        ``directory``; the pictures show a model by module, ``depth`` levels deep."""
+        from traces.files import save_trace
+
+        written, _ = save_trace(self, Path(directory), depth)
+        return written
+
 
 class Tracer:
     """Records the views of a run while enabled; a disabled tracer records nothing.
@@ -61,6 +82,7 @@ class Tracer:
         self.enabled = enabled
         self.native = native  # also capture the C++ frames of each distinct operator
         self.backward_recording: BackwardRecording | None = None
+        self.device: str | None = None  # where the traced backward's outputs live
         self._ops: OpRecorder | None = None
         self._source: SourceRecorder | None = None
         self._modules: ModuleRecorder | None = None
@@ -74,10 +96,12 @@ class Tracer:
         self._modules = ModuleRecorder()
         self._ops = OpRecorder(native=self.native)
         self._source = SourceRecorder(TORCH_DIR)
+        # The source view starts at the first operator: the imports at the top of a script,
+        # which run hundreds of torch's functions and nothing of the code's, cost nothing.
+        self._ops.at_first_operator = self._source.start
         try:
             self._modules.start()
             self._ops.start()
-            self._source.start()
             yield
         finally:
             self._stop()
@@ -104,18 +128,31 @@ class Tracer:
 
     @contextmanager
     def _record_backward(self, outputs, names) -> Iterator[BackwardRecording]:
-        module_of = self._modules.module_names() if self._modules else None
+        module_of, modules = None, None
+        if self._modules is not None:
+            with tracer_at_work():  # the module walks call torch's Python: not the code's own
+                module_of = self._modules.module_names()
+                modules = self._modules.module_infos()
+                # A model's parameters by their names, unless the code names them.
+                names = {**self._modules.parameter_names(), **(names or {})}
+        self.device = next((str(t.device) for t in outputs.values()), None)
         if self._ops is not None:
             self._ops.phase = "backward"
         try:
-            with record_backward(outputs, names, module_of) as recording:
+            place_of = self._ops.node_places.place_of if self._ops else None
+            with record_backward(outputs, names, module_of, modules, place_of) as recording:
                 self.backward_recording = recording
                 yield recording
         finally:
             self._stop()
 
-    def trace(self, scenario: str, device: str, facts: Any) -> Trace:
-        """The finished trace of a run whose lesson returned ``facts``."""
+    def trace(self, scenario: str, device: str | None = None, facts: Any = None) -> Trace:
+        """The finished trace of a run whose lesson returned ``facts``.
+
+        ``device`` defaults to where the traced backward's outputs lived.
+        """
+        if facts is None:
+            facts = {}
         if dataclasses.is_dataclass(facts):
             facts = dataclasses.asdict(facts)
         recording = self.backward_recording
@@ -128,7 +165,7 @@ class Tracer:
         return Trace(
             scenario=scenario,
             torch_version=torch.__version__,
-            device=device,
+            device=device or self.device or "cpu",
             graph=recording.graph if recording else None,
             backward=recording.steps if recording else [],
             ops=self._ops.calls if self._ops else [],

@@ -108,21 +108,33 @@ def is_dispatch_rule_lookup_for_tracer(frame) -> bool:
     return getattr(mode_class, "__module__", "").split(".")[0] == "traces"
 
 
+def passes_the_call_on(frame) -> bool:
+    """Whether a tracer frame only passes the program's call on to torch (the backward watch of
+    ``python -m traces``, around ``torch.autograd.backward``): its module names such functions
+    in ``PASSES_CALLS_ON``, and what they call is the program's, to be stepped into."""
+    return frame.f_code.co_name in frame.f_globals.get("PASSES_CALLS_ON", ())
+
+
 def is_tracer_machinery(frame) -> bool:
     """Whether a frame runs only because the tracer is on.
 
     It is: the tracer's own code; anything the tracer called (its callers, back to
     the first frame outside torch, the standard library and installed packages,
-    include a ``traces`` frame); torch's rule lookup for a ``traces`` dispatch mode.
-    The program's own code and what it calls are never machinery, even when
-    ``python -m traces`` started the program.
+    include a ``traces`` frame that does more than pass the program's call on);
+    torch's rule lookup for a ``traces`` dispatch mode. The program's own code and
+    what it calls are never machinery, even when ``python -m traces`` started the program.
     """
+    first = True
     while frame is not None:
         filename = frame.f_code.co_filename
-        if in_traces(filename) or is_dispatch_rule_lookup_for_tracer(frame):
+        if is_dispatch_rule_lookup_for_tracer(frame):
             return True
-        if not is_library(filename):
+        if in_traces(filename):
+            if first or not passes_the_call_on(frame):
+                return True
+        elif not is_library(filename):
             return False  # the program's own code
+        first = False
         frame = frame.f_back
     return False
 

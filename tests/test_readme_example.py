@@ -1,0 +1,66 @@
+"""The README's example of tracing a torchvision model: the script it shows, run the way it
+says, prints what it shows (the numbers to within 1%, since CPUs round differently)."""
+
+import contextlib
+import io
+import math
+import re
+
+import pytest
+from conftest import ROOT
+
+from traces.__main__ import main
+
+README = (ROOT / "README.md").read_text()
+NUMBER = re.compile(r"(?<=norm )[\d.]+|(?<=norm=)[\d.]+|(?<=^loss )[\d.]+")
+
+
+def code_block(after: str, language: str) -> str:
+    start = README.index(f"```{language}\n", README.index(after)) + len(language) + 4
+    return README[start : README.index("```", start)]
+
+
+def numbers_masked(line: str) -> tuple[str, list[float]]:
+    return NUMBER.sub("N", line), [float(number) for number in NUMBER.findall(line)]
+
+
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("readme")
+    (folder / "resnet_step.py").write_text(code_block("<!-- resnet_step.py:", "python"))
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.chdir(folder)  # as the README runs it: paths relative to the current folder
+        patch.setenv("COLUMNS", "100")
+        assert main(["resnet_step.py"]) == 0
+    return out.getvalue()
+
+
+def test_the_script_prints_its_loss_first(printed):
+    first = printed.splitlines()[0]
+    masked, [loss] = numbers_masked(first)
+    assert masked == "loss N" and loss == pytest.approx(6.950, abs=0.002)
+    assert "prints the script's `loss 6.950`" in README
+
+
+def test_the_output_begins_as_the_readme_shows(printed):
+    shown = code_block("`.venv/bin/python -m traces resnet_step.py` prints", "text").splitlines()
+    output = [line.rstrip() for line in printed.splitlines()]
+    position = 0
+    for line in shown:
+        if line.strip() in ("", "...") or line.strip().startswith(".venv/.../"):
+            continue  # an elided part, or a path alone (shortened in the README)
+        expected = line.split("  .venv/.../")[0].rstrip()  # a path shortened in the README: the rest must match
+        masked, numbers = numbers_masked(expected)
+        for index in range(position, len(output)):
+            found, found_numbers = numbers_masked(output[index])
+            if found.startswith(masked) and len(found_numbers) >= len(numbers):
+                assert all(math.isclose(a, b, rel_tol=0.01) for a, b in zip(numbers, found_numbers)), line
+                position = index + 1
+                break
+        else:
+            pytest.fail(f"not printed (in this order): {line!r}")
+
+
+def test_it_prints_about_280_lines_at_100_columns(printed):
+    assert 230 <= len(printed.splitlines()) <= 330

@@ -1,0 +1,222 @@
+"""python -m traces [options] SCRIPT [ARGS...]: trace any script's first backward pass.
+
+Runs SCRIPT as ``__main__`` with ARGS (as ``python SCRIPT ARGS...`` would),
+records from its start to the end of its first backward pass, lets it run to
+its end, then prints the four views of the trace. SCRIPT's output, exceptions
+and exit status pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from traces.trace import VIEWS
+
+DEFAULT_VIEWS = ",".join(VIEWS)
+PROG = "python -m traces"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def view_list(text: str) -> tuple[str, ...]:
+    views = tuple(view.strip() for view in text.split(",") if view.strip())
+    unknown = [view for view in views if view not in VIEWS]
+    if unknown or not views:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of views; choose from {DEFAULT_VIEWS}")
+    return views
+
+
+def whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be {minimum} or more")
+        return value
+
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write the trace into, checked before the script runs: nothing may be in its
+    way, and it (or the folder it will be made in) must be writable now."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; give a folder")
+    path = Path(text)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
+    return path
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description=(
+            "Run SCRIPT as __main__ (as 'python SCRIPT ARGS...' would), record from its start to the end of its "
+            "first backward pass (Tensor.backward, torch.autograd.backward or torch.autograd.grad), let it "
+            "finish, then print the four views: the autograd graph, the order backward ran it in with the "
+            "gradient on every edge, the ATen ops, and the torch source entered. SCRIPT's output, exceptions and "
+            "exit status pass through unchanged. Options go before SCRIPT; everything after it is SCRIPT's."
+        ),
+    )
+    parser.add_argument(
+        "--save-trace",
+        metavar="DIR",
+        type=output_folder,
+        help="also save the trace as DIR/<script name>.json, .mmd and .svg (the SVG needs Graphviz's dot)",
+    )
+    parser.add_argument(
+        "--backward",
+        metavar="N",
+        type=whole_number(1),
+        default=1,
+        help="record the N-th backward pass instead of the first (default: 1)",
+    )
+    parser.add_argument(
+        "--views",
+        metavar="LIST",
+        type=view_list,
+        default=VIEWS,
+        help=f"which views to print, comma-separated (default: {DEFAULT_VIEWS})",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="also capture, for each distinct ATen op, the C++ frames from the last Python line to the "
+        "dispatcher (the first capture takes a second or two)",
+    )
+    parser.add_argument(
+        "--depth",
+        metavar="N",
+        type=whole_number(0),
+        help="for a model: how many levels of nn.Modules the graph, backward view and picture open up "
+        "(default: 2; every node is in the JSON whatever the depth)",
+    )
+    parser.add_argument("script", metavar="SCRIPT", help="the Python script to run")
+    parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="arguments for SCRIPT")
+    return parser
+
+
+def exit_status(code) -> int:
+    """The status Python exits with for ``sys.exit(code)``; prints a message code as Python does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def print_script_error(error: BaseException, script: str) -> None:
+    """The traceback as ``python SCRIPT`` prints it: from SCRIPT's first frame, without this runner's."""
+    tb = error.__traceback__
+    script = os.path.realpath(script)
+    while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) != script:
+        tb = tb.tb_next
+    error = error.with_traceback(tb or error.__traceback__)
+    sys.excepthook(type(error), error, error.__traceback__)
+
+
+def run_script(script: str, args: list[str]) -> tuple[int, BaseException | None]:
+    """Run ``script`` as ``__main__``; returns its exit status and the exception it ended with, if any."""
+    saved_argv, saved_path0 = sys.argv, sys.path[0]
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))  # where python SCRIPT looks for imports first
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exit_:
+        return exit_status(exit_.code), None
+    except BaseException as error:  # noqa: BLE001 - the script's own error, reported as Python would
+        return (130 if isinstance(error, KeyboardInterrupt) else 1), error
+    finally:
+        sys.argv, sys.path[0] = saved_argv, saved_path0
+    return 0, None
+
+
+def ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    script = args.script
+    if not os.path.isfile(script):
+        reason = "is a folder, not a script" if os.path.isdir(script) else "does not exist"
+        print(f"{PROG}: error: {script!r} {reason}", file=sys.stderr)
+        return 2
+
+    from traces.any_code import BackwardWatch, watching
+    from traces.trace import Tracer
+
+    tracer = Tracer(native=args.native)
+    watch = BackwardWatch(tracer, args.backward)
+    with watching(watch):
+        status, error = run_script(script, args.args)
+    sys.stdout.flush()
+
+    if isinstance(error, KeyboardInterrupt):
+        print_script_error(error, script)
+        return status
+    name = Path(script).stem
+    if watch.recorded:
+        trace = tracer.trace(name)
+        status = show_and_save(trace, args, status)
+    if error is not None:
+        print_script_error(error, script)
+    elif not watch.recorded:
+        print(f"{PROG}: error: {no_backward(script, watch)}", file=sys.stderr)
+        return status or 1
+    return status
+
+
+def no_backward(script: str, watch) -> str:
+    if watch.calls == 0:
+        return (
+            f"{script} never called backward (Tensor.backward, torch.autograd.backward or "
+            "torch.autograd.grad), so there is nothing to trace"
+        )
+    times = "once" if watch.calls == 1 else f"{watch.calls} times"
+    return f"{script} called backward {times}; --backward {watch.wanted} asks for the {ordinal(watch.wanted)}"
+
+
+def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
+    """Print the views and save the files; a failed save is one line on stderr and status 1."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print()
+    trace.show(console, views=args.views, depth=args.depth)
+    if args.save_trace is None:
+        return status
+    from traces.files import save_trace
+
+    try:
+        written, notes = save_trace(trace, args.save_trace, args.depth)
+    except OSError as error:
+        print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
+        return status or 1
+    console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
+    for note in notes:
+        console.print(note, markup=False)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
