@@ -251,3 +251,19 @@ def test_a_trace_with_an_unwritable_cache_folder_still_shows_the_formulas(tmp_pa
         native.installed_index.cache_clear()  # the next test loads the usual cache again
     assert "grad_a = grad * b = 1 * 2 = 2" in capsys.readouterr().out
     assert blocked.read_text() == ""
+
+
+def test_a_formula_that_computes_several_gradients_is_shown_once_with_all_their_names():
+    import traces
+    from rich.console import Console
+
+    norm = torch.nn.LayerNorm(4)
+    x = torch.randn(2, 4, requires_grad=True)
+    with traces.record() as trace:
+        y = norm(x).sum()
+        y.backward()
+    console = Console(record=True, width=300)
+    trace.show(console, views=("graph",))
+    text = console.export_text()
+    shared = "grad_x, grad_weight, grad_bias = grad.defined() ? native_layer_norm_backward_symint(grad, input,"
+    assert text.count(shared) == 1 and text.count("native_layer_norm_backward_symint") == 1

@@ -183,6 +183,22 @@ def test_a_value_freed_before_it_was_read_leaves_the_numbers_out(index):
     assert lines == ["grad_a = grad * b = 2", "grad_b = grad * a = 3"]
 
 
+def test_a_formula_for_several_inputs_is_written_once_and_a_long_one_cut_short(index):
+    derivative = native.node_derivative("NativeLayerNormBackward0", index)
+    [formula] = derivative.formulas  # input, weight, bias: one call returns all three gradients
+    assert formula.inputs == ["input", "weight", "bias"] and len(formula.formula) > native.LONGEST_FORMULA
+    node = AutogradNode("n6", "NativeLayerNormBackward0")
+    out, weight = TensorSummary([2, 4], "float32", norm=1.0), TensorSummary([4], "float32", norm=1.0)
+    step = SimpleNamespace(arriving=[out], leaving=[out, weight, weight])
+    lines = native.gradient_equations(derivative, node, step, {1: "ln.weight"})
+    cut = formula.formula[: native.LONGEST_FORMULA - 2]
+    assert lines == [
+        f"grad_input = {cut} … = float32[2, 4]",
+        "grad_ln.weight = (the formula of grad_input) = float32[4]",
+        "grad_bias = (the formula of grad_input) = float32[4]",
+    ]
+
+
 def test_accumulate_grad_adds_into_the_leafs_grad(index):
     leaf = AutogradNode("n4", "AccumulateGrad", variable="w", leaf=scalar(1.0))
     step = SimpleNamespace(arriving=[scalar(5.0)], leaving=[])

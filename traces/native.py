@@ -539,15 +539,22 @@ def gradient_equations(derivative: NodeDerivative, node, step, slot_targets: Map
     values = {saved.name: saved_text(saved) for saved in node.saved}
     values["grad"] = arriving
     lines = []
+    first_left: dict[int, str] = {}  # a formula that computes several gradients at once is written once
     for slot, name in enumerate(names):
         left = f"grad_{slot_targets.get(slot) or name}"
         if step.leaving[slot] is None:
             lines.append(f"{left}: none (this input needs no gradient)")
             continue
         formula = derivative.formula_for(name.split("[")[0])
-        if formula is not None:
-            line = equation(left, formula, variables, values, gradient_text(step.leaving[slot]))
-            lines.append(line + broadcast_note(formula, step.arriving[0] if step.arriving else None, step.leaving[slot]))
+        if formula is None:
+            continue
+        result = gradient_text(step.leaving[slot])
+        if id(formula) in first_left:
+            lines.append(f"{left} = (the formula of {first_left[id(formula)]}) = {result}")
+            continue
+        first_left[id(formula)] = left
+        line = equation(left, formula, variables, values, result)
+        lines.append(line + broadcast_note(formula, step.arriving[0] if step.arriving else None, step.leaving[slot]))
     return lines
 
 
@@ -568,6 +575,9 @@ def broadcast_note(formula: Formula, arriving, leaving) -> str:
     return " (summed over the dimensions broadcasting added in forward)"
 
 
+LONGEST_FORMULA = 80  # characters of a formula in an equation (C++ formulas can run to hundreds)
+
+
 def equation(
     left: str,
     formula: Formula,
@@ -575,9 +585,11 @@ def equation(
     values: Mapping[str, str | None],
     result: str | None,
 ) -> str:
-    """``left = formula [= the formula with numbers] = result``; the numbers only for a plain formula."""
+    """``left = formula [= the formula with numbers] = result``; the numbers only for a plain formula.
+    A long formula with no plain form is cut short: the graph view and the JSON have it whole."""
     if formula.plain is None:
-        parts = [formula.formula]
+        written = formula.formula
+        parts = [written if len(written) <= LONGEST_FORMULA else written[: LONGEST_FORMULA - 2] + " …"]
     else:
         parts = [IDENTIFIER.sub(lambda m: variables.get(m.group()) or m.group(), formula.plain)]
         used = {name for name in IDENTIFIER.findall(formula.plain) if name in variables or name in values}

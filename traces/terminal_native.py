@@ -86,13 +86,17 @@ def derivative_text(node: AutogradNode, graph: AutogradGraph) -> str:
         return f"\n[dim]{escape(derivative.summary)}[/dim] {reference(derivative.source, numbers)}"
     lines = [f"\n{reference(derivative.source, numbers)}[dim]: {escape(derivative.schema or '')}[/dim]"]
     targets = slot_targets(graph, node.id)
+    gradients: dict[int, list[str]] = {}  # one formula may compute several inputs' gradients at once
     for slot, name in enumerate(derivative.inputs):
         formula = derivative.formula_for(name)
-        if formula is None:
+        if formula is not None:
+            gradients.setdefault(id(formula), []).append(f"grad_{targets.get(slot) or name}")
+    for formula in derivative.formulas:
+        if id(formula) not in gradients:
             continue
-        gradient = f"grad_{targets.get(slot) or name}"
+        names = escape(", ".join(gradients[id(formula)]))
         plain = f"  [dim](for real tensors: {escape(formula.plain)})[/dim]" if formula.plain else ""
-        lines.append(f"\n  [blue]{escape(gradient)}[/blue] = {escape(formula.formula)}{plain}")
+        lines.append(f"\n  [blue]{names}[/blue] = {escape(formula.formula)}{plain}")
     return "".join(lines)
 
 
