@@ -335,3 +335,14 @@ def test_save_trace_into_a_read_only_folder_is_refused_before_the_script_runs(tm
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert f"cannot write into {str(locked)!r}" in captured.err and "ran" not in captured.out
+
+
+def test_a_script_that_changes_folder_still_saves_where_the_command_was_run(tmp_path, monkeypatch, capsys):
+    script = write_script(tmp_path, NOTE_GRAPH + "    import os\n    os.chdir(os.sep)\n    raise ValueError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--views", "graph", "--save-trace", "out", script.name]) == 1
+    saved = json.loads((tmp_path / "out" / "script.json").read_text())
+    assert {node["path"] for node in saved["graph"]["nodes"] if node["path"]} == {"script.py"}
+    captured = capsys.readouterr()
+    assert "  script.py:" in captured.out  # the node's line, relative to where the command was run
+    assert f'  File "{script}", line ' in captured.err and "ValueError: boom" in captured.err

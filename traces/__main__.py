@@ -61,7 +61,7 @@ def output_folder(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{str(existing)!r} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
-    return path
+    return path.absolute()  # where it is now: the script may change the current folder
 
 
 def build_parser() -> Parser:
@@ -123,11 +123,11 @@ def exit_status(code) -> int:
     return 1
 
 
-def print_script_error(error: BaseException, script: str) -> None:
-    """The traceback as ``python SCRIPT`` prints it: from SCRIPT's first frame, without this runner's."""
+def print_script_error(error: BaseException, script_file: str) -> None:
+    """The traceback as ``python SCRIPT`` prints it: from SCRIPT's first frame, without this runner's.
+    ``script_file`` is SCRIPT's real path, taken before it ran (it may change the current folder)."""
     tb = error.__traceback__
-    script = os.path.realpath(script)
-    while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) != script:
+    while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) != script_file:
         tb = tb.tb_next
     error = error.with_traceback(tb or error.__traceback__)
     sys.excepthook(type(error), error, error.__traceback__)
@@ -137,9 +137,10 @@ def run_script(script: str, args: list[str]) -> tuple[int, BaseException | None]
     """Run ``script`` as ``__main__``; returns its exit status and the exception it ended with, if any."""
     saved_argv, saved_path0 = sys.argv, sys.path[0]
     sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(os.path.abspath(script))  # where python SCRIPT looks for imports first
+    path = os.path.abspath(script)  # as python SCRIPT has it in __file__ and tracebacks
+    sys.path[0] = os.path.dirname(path)  # where python SCRIPT looks for imports first
     try:
-        runpy.run_path(script, run_name="__main__")
+        runpy.run_path(path, run_name="__main__")
     except SystemExit as exit_:
         return exit_status(exit_.code), None
     except BaseException as error:  # noqa: BLE001 - the script's own error, reported as Python would
@@ -162,24 +163,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {script!r} {reason}", file=sys.stderr)
         return 2
 
+    script_file = os.path.realpath(script)
     from traces.any_code import BackwardWatch, watching
+    from traces.places import paths_from
     from traces.trace import Tracer
 
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
-    with watching(watch):
-        status, error = run_script(script, args.args)
-    sys.stdout.flush()
+    with paths_from(os.getcwd()):  # the script may change the current folder
+        with watching(watch):
+            status, error = run_script(script, args.args)
+        sys.stdout.flush()
+        return finish(tracer, watch, args, script_file, status, error)
 
+
+def finish(tracer, watch, args: argparse.Namespace, script_file: str, status: int, error: BaseException | None) -> int:
+    """After the script: print the trace and save it, then the script's error as Python would."""
+    script = args.script
     if isinstance(error, KeyboardInterrupt):
-        print_script_error(error, script)
+        print_script_error(error, script_file)
         return status
     name = Path(script).stem
     if watch.recorded:
         trace = tracer.trace(name)
         status = show_and_save(trace, args, status)
     if error is not None:
-        print_script_error(error, script)
+        print_script_error(error, script_file)
     elif not watch.recorded:
         print(f"{PROG}: error: {no_backward(script, watch)}", file=sys.stderr)
         return status or 1

@@ -1,14 +1,14 @@
 """File paths as a saved trace writes them: the same on every machine.
 
-The terminal names files by absolute path, which VSCode's terminal makes
-clickable. A saved trace is read elsewhere (``traces/recorded/`` is in the
+The terminal names files relative to the current folder when inside it, else by
+absolute path (``places.shown_path``): either way a link in VSCode's terminal. A saved trace is read elsewhere (``traces/recorded/`` is in the
 repository), so every path written into it goes through ``portable_path``:
 
 - a file of an installed package or of Python's standard library: relative to
   the folder it is imported from, e.g. ``torch/autograd/__init__.py``;
 - a file of this project: relative to the project's folder, e.g. ``scenarios/backward.py``;
-- any other file under the current folder (a script of your own): relative to
-  that folder, e.g. ``my_model.py``;
+- any other file under the current folder (a script of your own; for ``python -m
+  traces``, the folder it was started in): relative to that folder, e.g. ``my_model.py``;
 - under your home folder: ``~/...``, which does not name you;
 - anything else (``<string>``, a file elsewhere) as it is.
 
@@ -24,6 +24,8 @@ import sysconfig
 from pathlib import Path
 
 import torch
+
+from traces.places import base_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +46,7 @@ def portable_path(path: str) -> str:
     """``path`` as a saved trace writes it (see the module's docstring)."""
     if not os.path.isabs(path):
         return Path(path).as_posix()
-    return _portable(os.path.realpath(path), os.path.realpath(os.getcwd()), os.path.expanduser("~"))
+    return _portable(os.path.realpath(path), base_folder(), os.path.expanduser("~"))
 
 
 @functools.lru_cache(maxsize=4096)

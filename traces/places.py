@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import torch
@@ -48,11 +50,36 @@ def importing_now() -> bool:
     return bool(getattr(_import_system, "_module_locks", None))
 
 
+_pinned_folder: str | None = None  # see paths_from
+
+
+@contextmanager
+def paths_from(folder: str) -> Iterator[None]:
+    """Show and save paths relative to ``folder`` rather than the current folder, which the
+    program may change (``python -m traces`` pins the folder it was started in)."""
+    global _pinned_folder
+    saved, _pinned_folder = _pinned_folder, os.path.realpath(folder)
+    try:
+        yield
+    finally:
+        _pinned_folder = saved
+
+
+def base_folder() -> str:
+    """The folder paths are shown relative to: the current folder, unless ``paths_from`` pinned one."""
+    if _pinned_folder is not None:
+        return _pinned_folder
+    try:
+        return os.path.realpath(os.getcwd())
+    except OSError:  # the current folder was removed
+        return os.sep
+
+
 def shown_path(path: str) -> str:
     """A path to print: relative to the current folder when inside it (short, and still a
     link in VSCode's terminal), else as it is."""
     try:
-        relative = os.path.relpath(path)
+        relative = os.path.relpath(path, base_folder())
     except ValueError:  # another drive, on Windows
         return path
     return path if relative.startswith(os.pardir) else relative
