@@ -1,8 +1,9 @@
 """File paths as a saved trace writes them: the same on every machine.
 
 The terminal names files relative to the current folder when inside it, else by
-absolute path (``places.shown_path``): either way a link in VSCode's terminal. A saved trace is read elsewhere (``traces/recorded/`` is in the
-repository), so every path written into it goes through ``portable_path``:
+absolute path (``places.shown_path``): either way a link in VSCode's terminal.
+A saved trace is read elsewhere (``traces/recorded/`` is in the repository), so
+every path written into it goes through ``portable_path``:
 
 - a file of an installed package or of Python's standard library: relative to
   the folder it is imported from, e.g. ``torch/autograd/__init__.py``;
