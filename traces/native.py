@@ -124,16 +124,27 @@ def repository_link(path: str, line: int | None = None) -> SourceLink:
 
 def link_for_build_path(build_path: str, line: int | None = None) -> SourceLink:
     """Link a path as the dispatcher reports it (an absolute path on the build machine)."""
+    kind, path = in_repository(build_path)
+    if kind == "generated":
+        return generated_link(path, line)
+    if kind == "repository":
+        return repository_link(path, line)
+    return SourceLink(build_path, line, "elsewhere")
+
+
+@functools.lru_cache(maxsize=1024)  # a trace links the same few files many times
+def in_repository(build_path: str) -> tuple[str, str]:
+    """``(kind, path in the repository)`` of a build machine's path: "repository", "generated" or "elsewhere"."""
     parts = Path(build_path).parts
     for index, part in enumerate(parts):
         if part in REPOSITORY_FOLDERS and index + 1 < len(parts):
             path = "/".join(parts[index:])
             if part == "build" or "generated" in parts[index:]:
-                return generated_link(path, line)
+                return "generated", path
             if part == "torch" and parts[index + 1] in ("lib", "include"):
                 continue  # an installed wheel's folder, not the repository's torch/
-            return repository_link(path, line)
-    return SourceLink(build_path, line, "elsewhere")
+            return "repository", path
+    return "elsewhere", build_path
 
 
 # The templates that generate the files torch writes at build time, by file name.
