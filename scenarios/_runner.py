@@ -25,6 +25,7 @@ import torch
 
 from scenarios._ctrl_c import INTERRUPTED, hand_back
 from traces import NO_TRACE, Tracer
+from traces.__main__ import whole_number  # the one argument type both command lines use
 
 SHARED_OPTIONS = {"trace", "save_trace", "native", "device", "seed"}
 
@@ -77,25 +78,7 @@ def parse_device(text: str) -> str:
 
 
 # Argument types for the scenarios' options: each turns the text into a value or
-# explains, in one line, why it cannot.
-
-
-def whole_number(minimum: int, maximum: int = sys.maxsize) -> Callable[[str], int]:
-    """A whole number from ``minimum`` to ``maximum`` (by default the largest that sizes and counts can be)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is too small; it must be {minimum} or more")
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"{value} is too large; it must be at most {maximum}")
-        return value
-
-    return parse
-
+# explains, in one line, why it cannot (whole_number comes from traces/__main__.py).
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits
 

@@ -12,6 +12,7 @@ import argparse
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from traces.trace import VIEWS
@@ -35,7 +36,9 @@ def view_list(text: str) -> tuple[str, ...]:
     return views
 
 
-def whole_number(minimum: int):
+def whole_number(minimum: int, maximum: int = sys.maxsize) -> Callable[[str], int]:
+    """A whole number from ``minimum`` to ``maximum`` (by default the largest that sizes and counts can be)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -43,6 +46,8 @@ def whole_number(minimum: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is too small; it must be {minimum} or more")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is too large; it must be at most {maximum}")
         return value
 
     return parse
