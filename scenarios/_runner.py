@@ -164,7 +164,7 @@ def build_parser(name: str, doc: str | None, add_options: Callable | None = None
         "--save-trace",
         metavar="DIR",
         type=output_folder,
-        help=f"save the trace as DIR/{name}.json, .mmd and .svg (the SVG needs Graphviz)",
+        help=f"save the trace as DIR/{name}.json, .mmd, .html (a page to open in a browser) and .svg (the SVG needs Graphviz)",
     )
     parser.add_argument(
         "--native",

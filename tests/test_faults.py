@@ -105,7 +105,7 @@ def test_without_dot_an_older_picture_is_removed_not_left_beside_a_newer_trace(t
     (tmp_path / "backward.svg").write_text("a picture of an earlier run")
     monkeypatch.setattr("traces.picture.shutil.which", lambda name: None)
     assert scenario_module("backward").main(["--save-trace", str(tmp_path)]) == 0
-    assert files_in(tmp_path) == ["backward.json", "backward.mmd"]
+    assert files_in(tmp_path) == ["backward.html", "backward.json", "backward.mmd"]
     assert f"Removed the older {tmp_path / 'backward.svg'}: it showed an earlier run" in capsys.readouterr().out
 
 

@@ -27,6 +27,7 @@ def test_every_scenario_has_a_recorded_trace_and_picture(name):
     assert (RECORDED / f"{name}.json").is_file()
     assert (RECORDED / f"{name}.mmd").read_text().startswith("flowchart")
     assert "<svg" in (RECORDED / f"{name}.svg").read_text()
+    assert (RECORDED / f"{name}.html").read_text().startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -245,7 +245,7 @@ def test_svg_picture_has_names_values_and_gradients(trace):
 def test_save_trace_without_dot_writes_json_and_mermaid_and_says_why(trace, tmp_path, monkeypatch):
     monkeypatch.setattr("traces.picture.shutil.which", lambda name: None)
     written, notes = save_trace(trace, tmp_path)
-    assert [path.name for path in written] == ["backward.json", "backward.mmd"]
+    assert [path.name for path in written] == ["backward.json", "backward.mmd", "backward.html"]
     assert notes == [NO_DOT]
     assert not (tmp_path / "backward.svg").exists()
 

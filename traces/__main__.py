@@ -84,7 +84,18 @@ def build_parser() -> Parser:
         "--save-trace",
         metavar="DIR",
         type=output_folder,
-        help="also save the trace as DIR/<script name>.json, .mmd and .svg (the SVG needs Graphviz's dot)",
+        help="also save the trace as DIR/<script name>.json, .mmd, .html and .svg (the SVG needs Graphviz's dot)",
+    )
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="also save the trace as a page, <script name>.html, in the current folder (with --save-trace: in DIR); "
+        "one self-contained file to open in any browser, offline",
+    )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="save the page as --html does and open it in the web browser",
     )
     parser.add_argument(
         "--backward",
@@ -169,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     script_file = os.path.realpath(script)
+    args.page_folder = Path.cwd()  # where --html writes: the script may change the current folder
     from traces.any_code import BackwardWatch, watching
     from traces.places import paths_from
     from traces.trace import Tracer
@@ -217,19 +229,49 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     console = Console(highlight=False)
     console.print()
     trace.show(console, views=args.views, depth=args.depth)
-    if args.save_trace is None:
-        return status
-    from traces.files import save_trace
+    if args.save_trace is not None:
+        from traces.files import save_trace
 
-    try:
-        written, notes = save_trace(trace, args.save_trace, args.depth)
-    except OSError as error:
-        print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
-        return status or 1
-    console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
-    for note in notes:
-        console.print(note, markup=False)
+        try:
+            written, notes = save_trace(trace, args.save_trace, args.depth)
+        except OSError as error:
+            print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
+            return status or 1
+        console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
+        for note in notes:
+            console.print(note, markup=False)
+    if args.html or args.open:
+        page = save_page(trace, args, console)
+        if page is None:
+            return status or 1
+        if args.open:
+            open_page(page)
     return status
+
+
+def save_page(trace, args: argparse.Namespace, console) -> Path | None:
+    """The page of the trace, written for --html or --open (--save-trace has written it already)."""
+    if args.save_trace is not None:
+        return args.save_trace / f"{trace.scenario}.html"
+    from traces.files import write_atomically
+    from traces.page import to_html
+
+    page = args.page_folder / f"{trace.scenario}.html"
+    try:
+        write_atomically(page, to_html(trace, args.page_folder))
+    except OSError as error:
+        print(f"{PROG}: error: could not save the page: {error}", file=sys.stderr)
+        return None
+    console.print(f"Saved the page: {page}", markup=False, soft_wrap=True)
+    return page
+
+
+def open_page(page: Path) -> None:
+    """Open the page in the web browser (the BROWSER environment variable chooses another)."""
+    import webbrowser
+
+    if not webbrowser.open(page.as_uri()):
+        print(f"{PROG}: no web browser could be started; open {page} yourself", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Saving files so that nothing is ever half-written or lost, and a trace as JSON, Mermaid and SVG.
+"""Saving files so that nothing is ever half-written or lost, and a trace as JSON, Mermaid, HTML and SVG.
 
 Every file is first written to a hidden temporary file beside it
 (``.model.pth.k3j_x9a2.partial``), flushed to the disk, and then moved over the
@@ -222,7 +222,7 @@ def write_all_or_nothing(contents: dict[Path, bytes]) -> list[Path]:
 
 
 def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``<scenario>.json``, ``.mmd`` and ``.svg`` into ``directory``, all or nothing.
+    """Write ``<scenario>.json``, ``.mmd``, ``.html`` and ``.svg`` into ``directory``, all or nothing.
 
     The pictures show a model by module, ``depth`` levels deep (see ``traces.drawing``).
     Returns the files written, and notes on what could not be written (the SVG
@@ -230,12 +230,14 @@ def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple
     """
     from traces.json_file import trace_to_json
     from traces.mermaid import to_mermaid
+    from traces.page import to_html
     from traces.picture import NO_DOT, dot_available, to_svg
 
     stem = Path(directory) / trace.scenario
     contents = {
         stem.with_suffix(".json"): trace_to_json(trace).encode(),
         stem.with_suffix(".mmd"): to_mermaid(trace, depth).encode(),
+        stem.with_suffix(".html"): to_html(trace, Path(directory)).encode(),
     }
     notes = []
     if dot_available():

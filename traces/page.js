@@ -10,6 +10,7 @@
   const EDGES = GRAPH.edges;
   const STEPS = DATA.backward;
   const SVG_NS = "http://www.w3.org/2000/svg";
+  for (const node of NODES) node.derivative = PAGE.derivatives[node.derivative]; // shared: see page.py
 
   // --- numbers and tensors, written as the terminal writes them (Python's "{:.4g}") ---
 
@@ -114,9 +115,13 @@
 
   // Large graphs open by module down to a depth, with nodes outside any module grouped by the
   // line of code that made them, and runs of sibling modules of the same structure folded.
+  // (As traces/grouping.py does: a module above the depth is open when it holds other modules.)
   const LARGE = NODES.length > PAGE.node_by_node;
-  const lineKey = (node) => (LARGE && !node.module && node.path !== null ? node.path + ":" + node.line : null);
-  const open = new Set(LARGE ? [...moduleByName.keys()].filter((name) => depthOf(name) < PAGE.depth) : moduleByName.keys());
+  const madeOnLine = (node) => (!node.module && node.path !== null ? node.path + ":" + node.line : null);
+  const lineCounts = new Map();
+  for (const node of NODES) if (madeOnLine(node) !== null) lineCounts.set(madeOnLine(node), (lineCounts.get(madeOnLine(node)) || 0) + 1);
+  const lineKey = (node) => (LARGE && lineCounts.get(madeOnLine(node)) > 1 ? madeOnLine(node) : null);
+  const open = new Set(LARGE ? [...moduleByName.keys()].filter((name) => depthOf(name) < PAGE.depth && children.get(name).length) : moduleByName.keys());
   const openLines = new Set();
   const runOf = new Map(); // module -> its run of same-structure siblings: {id, members, folded}
   for (const siblings of [rootModules, ...children.values()]) {

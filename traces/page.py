@@ -100,10 +100,26 @@ def code_links(trace: Trace, data: dict[str, Any], page_folder: Path | None) -> 
     return {path: link for path, link in links.items() if link is not None}
 
 
+def shared_derivatives(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each distinct derivative once: a node's ``derivative`` becomes its number in the list
+    (the nodes of one class share theirs, and a long chain of them would repeat it)."""
+    found: dict[str, int] = {}
+    derivatives = []
+    for node in data["graph"]["nodes"] if data["graph"] else []:
+        key = json.dumps(node["derivative"], sort_keys=True)
+        if key not in found:
+            found[key] = len(derivatives)
+            derivatives.append(node["derivative"])
+        node["derivative"] = found[key]
+    return derivatives
+
+
 def page_data(trace: Trace, page_folder: Path | None = None) -> dict[str, Any]:
     """What the page shows: the JSON trace, and what Python knows that the script should not redo."""
     data = trace_to_dict(trace)
+    derivatives = shared_derivatives(data)
     data["page"] = {
+        "derivatives": derivatives,
         "equations": equations(trace),
         "folds": fold_keys(trace),
         "links": code_links(trace, data, page_folder),
@@ -125,9 +141,16 @@ def without_nan(value: Any) -> Any:
     return value
 
 
+def data_safe(json_text: str) -> str:
+    """JSON that can sit inside a <script> element: every ``<`` written ``\\u003c`` (in JSON a
+    ``<`` is only ever inside a string), so no ``</script>`` or ``<!--`` in a name ends it early."""
+    return json_text.replace("<", "\\u003c")
+
+
 def script_safe(text: str) -> str:
-    """Text that can sit inside a <script> element: no ``</`` to end it early, no ``<!--``."""
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    """The page's own script, inside a <script> element: ``</`` written ``<\\/`` (it is only
+    in the script's strings, where the two mean the same)."""
+    return text.replace("</", "<\\/")
 
 
 def to_html(trace: Trace, page_folder: Path | None = None) -> str:
@@ -138,7 +161,7 @@ def to_html(trace: Trace, page_folder: Path | None = None) -> str:
     data = json.dumps(without_nan(page_data(trace, page_folder)), separators=(",", ":"), allow_nan=False)
     parts = {
         "{{TITLE}}": html.escape(f"{trace.scenario}: autograd trace"),
-        "{{DATA}}": script_safe(data),
+        "{{DATA}}": data_safe(data),
         "{{SCRIPT}}": script_safe(SCRIPT.read_text(encoding="utf-8")),
     }
     # Each mark of the template replaced once, never one inside what was put in.

@@ -56,8 +56,9 @@ class Trace:
         render_trace(self, console or Console(), views=views, depth=depth)
 
     def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
-        """Write ``<scenario>.json``, ``.mmd`` and, where Graphviz is installed, ``.svg`` into
-        ``directory``; the pictures show a model by module, ``depth`` levels deep."""
+        """Write ``<scenario>.json``, ``.mmd``, ``.html`` (the page, see ``traces.page``) and, where
+        Graphviz is installed, ``.svg`` into ``directory``; the pictures show a model by module,
+        ``depth`` levels deep."""
         from traces.files import save_trace
 
         written, _ = save_trace(self, Path(directory), depth)
