@@ -174,6 +174,7 @@
   let units = new Map(); // id -> {id, kind, nodes, lines, x, y, w, h, rank}
   let links = new Map(); // "a|b" -> {source, target, edges}: gradient flows from unit source to target
   let unitOfNode = new Map();
+  let linkOfEdge = new Map();
   let selected = null; // {kind: "node" | "module", id}
   const measure = document.createElement("canvas").getContext("2d");
   const widths = new Map();
@@ -250,6 +251,7 @@
       unitOfNode.set(node.id, unit);
     }
     links = new Map();
+    linkOfEdge = new Map();
     for (const edge of EDGES) {
       const a = unitOfNode.get(edge.source), b = unitOfNode.get(edge.target);
       if (a === b) continue;
@@ -257,6 +259,7 @@
       let link = links.get(key);
       if (!link) links.set(key, (link = { key, source: a, target: b, edges: [] }));
       link.edges.push(edge);
+      linkOfEdge.set(edge, link);
     }
     units.forEach(describeUnit);
   }
@@ -367,7 +370,9 @@
     }
     for (const id of ids.reverse()) {
       const b = bounds.get(id);
-      const g = element("g", { class: "cluster", "data-cluster": id }, layer);
+      // A dashed frame thousands of boxes long takes the browser half a second per frame to paint.
+      const long = b.bottom - b.top + b.right - b.left > 20000;
+      const g = element("g", { class: long ? "cluster long" : "cluster", "data-cluster": id }, layer);
       element("rect", { x: b.left, y: b.top, width: b.right - b.left, height: b.bottom - b.top, rx: 6 }, g);
       const name = id.slice(id.indexOf(":") + 1);
       const m = moduleByName.get(name);
@@ -414,52 +419,93 @@
   let transform = { x: 0, y: 0, s: 1 };
   function applyTransform() {
     viewport.setAttribute("transform", `translate(${transform.x},${transform.y}) scale(${transform.s})`);
+    if (CULL && !redrawQueued) {
+      redrawQueued = true;
+      requestAnimationFrame(() => { redrawQueued = false; drawVisible(); });
+    }
   }
 
+  // A graph of thousands of boxes (a long chain opened) is drawn only where the view is, and
+  // a screen around it: the browser then repaints a few hundred elements per step, not all.
+  const CULL_ABOVE = 1500; // boxes
+  let CULL = false, redrawQueued = false, layers = null;
   function render(anchor) {
     collectUnits();
     layout();
+    CULL = units.size > CULL_ABOVE;
+    svg.dataset.units = String(units.size);
     viewport.textContent = "";
     const clusterLayer = element("g", { id: "clusters" }, viewport);
-    const linkLayer = element("g", { id: "links" }, viewport);
-    const unitLayer = element("g", { id: "units" }, viewport);
+    layers = { links: element("g", { id: "links" }, viewport), units: element("g", { id: "units" }, viewport) };
     drawClusters(clusterLayer);
-    for (const link of links.values()) drawLink(link, linkLayer);
-    for (const unit of units.values()) drawUnit(unit, unitLayer);
-    refreshState();
     if (anchor) keepInPlace(anchor);
+    drawVisible();
   }
-
-  function refreshState() {
+  function drawVisible() {
     const current = k > 0 ? STEPS[k - 1].node : null;
+    let region = null;
+    if (CULL) {
+      const box = viewSize || (viewSize = view.getBoundingClientRect());
+      const s = transform.s, left = -transform.x / s, top = -transform.y / s, w = box.width / s, h = box.height / s;
+      region = { left: left - w, right: left + 2 * w, top: top - h, bottom: top + 2 * h };
+    }
+    const inside = (l, r, t, b) => !region || (r >= region.left && l <= region.right && b >= region.top && t <= region.bottom);
     for (const unit of units.values()) {
-      let text = "", ranCount = 0, isCurrent = false;
-      for (const node of unit.nodes) {
-        if (ran(node.id)) ranCount++;
-        if (node.id === current) isCurrent = true;
-      }
-      if (unit.kind === "node") {
-        const node = unit.nodes[0];
-        if (node.leaf) text = leafGradText(node);
-        else if (ranCount) text = "ran " + (stepOf.get(node.id) + 1) + ": grad in " + shortText(STEPS[stepOf.get(node.id)].arriving[0]);
-      } else if (ranCount) {
-        text = "ran " + ranCount + " of " + unit.nodes.length;
-      }
-      const selectedHere = selected && ((selected.kind === "node" && unitOfNode.get(selected.id) === unit) || (selected.kind === "module" && unit.module === selected.id));
-      const classes = "box " + unit.shape + (ranCount ? " ran" : "") + (isCurrent ? " current" : "") + (selectedHere ? " selected" : "");
-      if (unit.el.getAttribute("class") !== classes) unit.el.setAttribute("class", classes);
-      set(unit.stateEl, "textContent", text);
+      const wanted = inside(unit.x - unit.w / 2, unit.x + unit.w / 2, unit.y, unit.y + unit.h);
+      if (wanted && !unit.el) { drawUnit(unit, layers.units); refreshUnit(unit, current); }
+      else if (!wanted && unit.el) { unit.el.remove(); unit.el = null; unit.classes = unit.text = undefined; }
     }
     for (const link of links.values()) {
-      const arrived = link.edges.filter(flowed);
-      let label = "";
-      if (arrived.length && link.edges.length === 1) label = "grad " + shortText(arrived[0].gradient);
-      else if (arrived.length) label = arrived.length + " of " + link.edges.length + " grads";
-      const now = current !== null && link.edges.some((edge) => edge.source === current);
-      const classes = "edge" + (arrived.length ? " flowed" : "") + (now ? " now" : "");
-      if (link.el.getAttribute("class") !== classes) link.el.setAttribute("class", classes);
-      set(link.labelEl, "textContent", label);
+      const a = link.source, b = link.target;
+      const wanted = inside(Math.min(a.x, b.x), Math.max(a.x, b.x), Math.min(a.y, b.y), Math.max(a.y + a.h, b.y + b.h));
+      if (wanted && !link.el) { drawLink(link, layers.links); refreshLink(link, current); }
+      else if (!wanted && link.el) { link.el.remove(); link.el = null; link.classes = link.text = undefined; }
     }
+  }
+
+  // The state of the timeline on the boxes and arrows: all of them, or only those that
+  // show the nodes given (one step changes a few: the node that ran, the leaves it fed).
+  function refreshState(changedNodes) {
+    const current = k > 0 ? STEPS[k - 1].node : null;
+    let unitsNow = units.values(), linksNow = links.values();
+    if (changedNodes) {
+      const ids = changedNodes.filter((id) => id !== null);
+      const fed = ids.flatMap((id) => edgesFrom.get(id));
+      unitsNow = new Set([...ids, ...fed.map((edge) => edge.target)].map((id) => unitOfNode.get(id)));
+      linksNow = new Set(fed.map((edge) => linkOfEdge.get(edge)).filter(Boolean));
+    }
+    for (const unit of unitsNow) refreshUnit(unit, current);
+    for (const link of linksNow) refreshLink(link, current);
+  }
+  function refreshUnit(unit, current) {
+    if (!unit.el) return; // not drawn (out of view)
+    let text = "", ranCount = 0, isCurrent = false;
+    for (const node of unit.nodes) {
+      if (ran(node.id)) ranCount++;
+      if (node.id === current) isCurrent = true;
+    }
+    if (unit.kind === "node") {
+      const node = unit.nodes[0];
+      if (node.leaf) text = leafGradText(node);
+      else if (ranCount) text = "ran " + (stepOf.get(node.id) + 1) + ": grad in " + shortText(STEPS[stepOf.get(node.id)].arriving[0]);
+    } else if (ranCount) {
+      text = "ran " + ranCount + " of " + unit.nodes.length;
+    }
+    const selectedHere = selected && ((selected.kind === "node" && unitOfNode.get(selected.id) === unit) || (selected.kind === "module" && unit.module === selected.id));
+    const classes = "box " + unit.shape + (ranCount ? " ran" : "") + (isCurrent ? " current" : "") + (selectedHere ? " selected" : "");
+    if (unit.classes !== classes) unit.el.setAttribute("class", (unit.classes = classes));
+    if (unit.text !== text) unit.stateEl.textContent = unit.text = text;
+  }
+  function refreshLink(link, current) {
+    if (!link.el) return;
+    const arrived = link.edges.filter(flowed);
+    let label = "";
+    if (arrived.length && link.edges.length === 1) label = "grad " + shortText(arrived[0].gradient);
+    else if (arrived.length) label = arrived.length + " of " + link.edges.length + " grads";
+    const now = current !== null && link.edges.some((edge) => edge.source === current);
+    const classes = "edge" + (arrived.length ? " flowed" : "") + (now ? " now" : "");
+    if (link.classes !== classes) link.el.setAttribute("class", (link.classes = classes));
+    if (link.text !== label) link.labelEl.textContent = link.text = label;
   }
 
   // --- opening and closing ---
@@ -537,8 +583,10 @@
     transform.y = box.height / 2 - (unit.y + unit.h / 2) * transform.s;
     applyTransform();
   }
+  let viewSize = null; // the graph's area on the screen, read once (reading it makes the browser lay out)
+  window.addEventListener("resize", () => (viewSize = null));
   function ensureVisible(unit) {
-    const box = view.getBoundingClientRect();
+    const box = viewSize || (viewSize = view.getBoundingClientRect());
     const x = unit.x * transform.s + transform.x, y = (unit.y + unit.h / 2) * transform.s + transform.y;
     if (x < 0 || x > box.width || y < 0 || y > box.height) centerOn(unit);
   }
@@ -732,9 +780,14 @@
   const stepText = document.getElementById("step-text");
   slider.max = String(STEPS.length);
   function setStep(to) {
-    k = Math.max(0, Math.min(STEPS.length, to));
+    to = Math.max(0, Math.min(STEPS.length, to));
+    const before = k;
+    const nodeAt = (step) => (step > 0 ? STEPS[step - 1].node : null);
+    k = to;
     if (slider.value !== String(k)) slider.value = String(k);
-    refreshState();
+    // One step forward or back changes the node of that step, and which node is current.
+    if (Math.abs(to - before) === 1) refreshState([nodeAt(Math.max(to, before)), nodeAt(before), nodeAt(to)]);
+    else refreshState();
     if (k === 0) stepText.textContent = `before backward: ${STEPS.length} steps to run`;
     else {
       const step = STEPS[k - 1];
@@ -796,4 +849,7 @@
   showIntro();
   setStep(0);
   document.body.dataset.ready = "yes";
+  // For benchmarks/page_speed.py: the script is done; a frame later, the graph has been painted.
+  performance.mark("trace-page-ready");
+  requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("trace-page-drawn")));
 })();
