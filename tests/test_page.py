@@ -281,3 +281,28 @@ def test_python_m_traces_html_that_cannot_be_written_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(f"python -m traces: error: could not save the page: could not write {tmp_path / 'note.html'}: ")
     assert result.stderr.count("\n") == 1
+
+
+@needs_chromium
+def test_a_run_without_backward_has_a_page_that_says_so(browser, tmp_path):
+    with traces.record(name="forward_only") as trace:
+        torch.ones(2, requires_grad=True) * 2
+    (tmp_path / "forward_only.html").write_text(to_html(trace, tmp_path))
+    page = browser.open((tmp_path / "forward_only.html").as_uri())
+    assert page.evaluate("document.getElementById('facts').textContent") == (
+        f"torch {torch.__version__} · cpu · 0 nodes · 0 backward steps · this run recorded no backward pass"
+    )
+    assert shown(page) == [] and page.errors() == []
+
+
+@needs_chromium
+def test_the_page_benchmark_runs_in_quick_mode(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/page_speed.py", "--quick", "--screenshot", str(tmp_path / "page.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["densenet121 boxes at depth 2"] == 17 and figures["chain boxes then"] == 1002
+    assert 0 < figures["resnet18 file (MB)"] < figures["densenet121 file (MB)"]
+    assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

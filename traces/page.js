@@ -165,8 +165,8 @@
     const arrived = into.filter(flowed);
     if (!arrived.length) return name + ".grad: nothing yet";
     const sum = sumValues(arrived.map((edge) => edge.gradient));
-    const sofar = sum !== null ? valuesText(sum) + " so far" : "";
-    return name + ".grad: " + sofar + " (" + arrived.length + " of " + into.length + " in)";
+    const sofar = sum !== null && count(sum) <= 4 ? valuesText(sum) + " so far " : "";
+    return name + ".grad: " + sofar + "(" + arrived.length + " of " + into.length + " in)";
   }
 
   // --- the units shown, their boxes and the arrows between them ---
@@ -229,9 +229,20 @@
       unit.lines = ["line " + unit.id.slice(5), { small: plural(unit.nodes.length, "node") + ": " + kindsText(unit.nodes) }];
     }
     unit.lines.push({ state: true });
-    const textWidths = unit.lines.map((line) => (typeof line === "string" ? textWidth(line) : line.small ? textWidth(line.small, true) : 150));
+    const textWidths = unit.lines.map((line) => (typeof line === "string" ? textWidth(line) : line.small ? textWidth(line.small, true) : textWidth(widestState(unit), true)));
     unit.w = Math.max(...textWidths) + (unit.shape === "leaf" ? 44 : 20);
     unit.h = unit.lines.length * 15 + 10;
+  }
+
+  // The longest text the timeline will put in a unit's last line, to size its box once.
+  function widestState(unit) {
+    const node = unit.nodes[0];
+    if (unit.kind !== "node") return "ran " + unit.nodes.length + " of " + unit.nodes.length;
+    if (!stepOf.has(node.id)) return node.leaf ? leafName(node) + ".grad: nothing yet" : "";
+    const arriving = shortText(STEPS[stepOf.get(node.id)].arriving[0]);
+    if (!node.leaf) return "ran " + (stepOf.get(node.id) + 1) + ": grad in " + arriving;
+    const edges = edgesInto.get(node.id).length;
+    return leafName(node) + ".grad: " + arriving + " so far (" + edges + " of " + edges + " in)";
   }
 
   function collectUnits() {
@@ -242,14 +253,18 @@
       let unit = units.get(id);
       if (!unit) {
         const kind = id === node.id ? "node" : id.slice(0, id.indexOf(":"));
-        unit = { id, kind, nodes: [], minRank: Infinity, first: Infinity };
+        unit = { id, kind, nodes: [], maxRank: -Infinity, leafRank: -Infinity, first: Infinity };
         units.set(id, unit);
       }
       unit.nodes.push(node);
-      unit.minRank = Math.min(unit.minRank, nodeRank.get(node.id) || 0);
+      // Where forward first reached the unit: its function nodes' largest rank (a parameter's
+      // AccumulateGrad sits one further out than the node that uses it, whatever came before).
+      if (!node.leaf) unit.maxRank = Math.max(unit.maxRank, nodeRank.get(node.id) || 0);
+      else unit.leafRank = Math.max(unit.leafRank, nodeRank.get(node.id) || 0);
       unit.first = Math.min(unit.first, nodeIndex.get(node.id));
       unitOfNode.set(node.id, unit);
     }
+    for (const unit of units.values()) if (unit.maxRank === -Infinity) unit.maxRank = unit.leafRank; // leaves only
     links = new Map();
     linkOfEdge = new Map();
     for (const edge of EDGES) {
@@ -268,7 +283,9 @@
   // mean position of the neighbours, then x under the mean of the neighbours placed above.
   // Inputs (the largest rank) are drawn at the top, the outputs at the bottom, as forward ran.
   function layout() {
-    const order = [...units.values()].sort((a, b) => a.minRank - b.minRank || a.first - b.first);
+    // A unit stands where its first node in forward order is (a module called twice, such as
+    // a block's ReLU, is placed where it was first called).
+    const order = [...units.values()].sort((a, b) => a.maxRank - b.maxRank || a.first - b.first);
     order.forEach((unit, i) => { unit.position = i; unit.rank = 0; unit.inputs = []; unit.outputs = []; });
     for (const link of links.values()) {
       // Between modules, gradients can flow both ways (a module used twice): order decides.
@@ -276,7 +293,18 @@
       near.inputs.push(far);
       far.outputs.push(near);
     }
-    for (const unit of order) for (const input of unit.inputs) input.rank = Math.max(input.rank, unit.rank + 1);
+    // Rows from the top: each unit one row below its lowest input; a unit with no input (a
+    // parameter) one row above its first consumer, so it sits beside what uses it.
+    const row = new Map();
+    for (let i = order.length - 1; i >= 0; i--) {
+      const unit = order[i];
+      row.set(unit, unit.inputs.reduce((r, input) => Math.max(r, row.get(input) + 1), 0));
+    }
+    for (const unit of order) {
+      if (!unit.inputs.length && unit.outputs.length) row.set(unit, Math.max(0, Math.min(...unit.outputs.map((u) => row.get(u))) - 1));
+    }
+    const lastRow = Math.max(0, ...row.values());
+    for (const unit of order) unit.rank = lastRow - row.get(unit);
     const layers = [];
     for (const unit of order) (layers[unit.rank] = layers[unit.rank] || []).push(unit);
     for (let r = 0; r < layers.length; r++) layers[r] = layers[r] || [];
@@ -838,6 +866,8 @@
     transform.s = s;
     applyTransform();
   }, { passive: false });
+
+  document.getElementById("fit").addEventListener("click", () => { viewSize = null; fit(); });
 
   // --- start ---
 
