@@ -149,6 +149,7 @@ def test_the_panel_of_mul_backward_has_both_formulas_with_this_runs_numbers(back
     click(backward_page, '#graph [data-node="n0"]')
     panel = backward_page.evaluate("document.getElementById('panel').innerText")
     assert backward_page.evaluate("document.getElementById('panel-title').textContent") == "y = MulBackward0"
+    assert "MulBackward0 · node n0 · the 3rd node autograd made" in panel
     equations = backward_page.evaluate("[...document.querySelectorAll('#panel .equation')].map(e => e.textContent)")
     assert equations == ["grad_a = grad * b = 1 * 2 = 2", "grad_b = grad * a = 1 * 3 = 3"]
     formulas = backward_page.evaluate("[...document.querySelectorAll('#panel .formula')].map(e => e.textContent)")
@@ -189,11 +190,16 @@ def test_the_timeline_steps_through_backward_and_back_to_exactly_the_earlier_sta
         "w.grad = 5",
     ]
     assert seen[-1] == {"n3": "w.grad = 5", "n4": "x.grad = 2"}
+    click(backward_page, '#graph [data-node="n3"]')  # w's panel follows the timeline too
+    assert backward_page.evaluate("document.getElementById('panel-now').textContent") == "At step 5 of 5: w.grad = 5 · ran at step 4"
     assert backward_page.evaluate("document.getElementById('step-text').textContent") == "step 5 of 5: x = 2 ran, grad in 2"
     backward_page.press("ArrowRight")  # past the end: stays
     assert backward_page.evaluate("document.body.dataset.step") == "5"
     backward_page.press("ArrowLeft")
     assert leaf_grads(backward_page) == seen[4] == {"n3": "w.grad = 5", "n4": "x.grad: 2 so far (1 of 1 in)"}
+    backward_page.press("ArrowLeft")
+    assert backward_page.evaluate("document.getElementById('panel-now').textContent") == "At step 3 of 5: w.grad: 5 so far (2 of 2 in) · runs at step 4"
+    backward_page.press("ArrowRight")
     edges = backward_page.evaluate("[...document.querySelectorAll('#graph .edge')].map(e => e.getAttribute('class') + ' ' + e.textContent)")
     back_at_4 = sorted(edges)
     for _ in range(4):

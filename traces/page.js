@@ -203,6 +203,7 @@
     const parts = [...counts].map(([name, n]) => (n === 1 ? name : name + " x" + n));
     return parts.length > 3 ? parts.slice(0, 3).join(", ") + ", ..." : parts.join(", ");
   }
+  const ordinal = (n) => n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
   const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
 
   function describeUnit(unit) {
@@ -664,8 +665,8 @@
   function showNode(id) {
     const node = nodeById.get(id);
     const d = node.derivative;
-    const parts = [`<h2 id="panel-title">${esc(nodeTitle(node))}</h2>`];
-    parts.push(`<div class="muted">${esc(node.name)} · node ${esc(node.id)}${node.made !== null ? " · made " + (node.made + 1) + " of the graph's nodes" : ""}</div>`);
+    const parts = [`<h2 id="panel-title">${esc(nodeTitle(node))}</h2>`, `<div id="panel-now"></div>`];
+    parts.push(`<div class="muted">${esc(node.name)} · node ${esc(node.id)}${node.made !== null ? " · the " + ordinal(node.made + 1) + " node autograd made" : ""}</div>`);
     parts.push(section("Module", node.module ? `<a href="#" data-module="${esc(node.module)}">${esc(moduleText(node.module))}</a>` : `<span class="muted">none: made outside any nn.Module</span>`));
     parts.push(section("Made by", node.path !== null ? codeLink(node.path, node.line) : `<span class="muted">autograd, for the leaf tensor${node.variable ? " " + esc(node.variable) : ""}</span>`));
     if (node.leaf) parts.push(section("Leaf tensor", `<code>${esc(shapeText(node.leaf))}${node.leaf.values !== null ? " = " + esc(tensorText(node.leaf)) : ""}</code>`));
@@ -748,6 +749,17 @@
     if (what.kind === "node") showNode(what.id);
     else showModule(what.id);
     refreshState();
+    showNow();
+  }
+  // The selected node at the timeline's step: a leaf's .grad so far, or whether it has run.
+  function showNow() {
+    const now = document.getElementById("panel-now");
+    if (!now || !selected || selected.kind !== "node") return;
+    const node = nodeById.get(selected.id);
+    const at = stepOf.get(node.id);
+    let text = at === undefined ? "did not run in the traced backward" : ran(node.id) ? "ran at step " + (at + 1) : "runs at step " + (at + 1);
+    if (node.leaf) text = leafGradText(node) + " · " + text;
+    now.textContent = "At step " + k + " of " + STEPS.length + ": " + text;
   }
 
   panel.addEventListener("click", (event) => {
@@ -823,6 +835,7 @@
       ensureVisible(unitOfNode.get(step.node));
     }
     document.body.dataset.step = String(k);
+    showNow();
   }
   slider.addEventListener("input", () => setStep(Number(slider.value)));
   document.getElementById("first").addEventListener("click", () => setStep(0));
