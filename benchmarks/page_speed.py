@@ -77,11 +77,13 @@ def after_click(page, selector: str) -> float:
 
 def measure(folder: Path, loads: int, chain_length: int) -> dict:
     pages = {}
-    for name, trace in (("densenet121", model_trace("densenet121")), ("resnet18", model_trace("resnet18")), ("chain", chain_trace(chain_length))):
+    traced = {"densenet121": model_trace("densenet121"), "resnet18": model_trace("resnet18"), "chain": chain_trace(chain_length)}
+    for name, trace in traced.items():
         started = time.perf_counter()
         pages[name] = folder / f"{name}.html"
         pages[name].write_text(to_html(trace, folder), encoding="utf-8")
-        print(f"{name}: {len(trace.graph.nodes)} nodes, page written in {time.perf_counter() - started:.2f} s, {pages[name].stat().st_size / 1e6:.2f} MB", flush=True)
+        seconds, megabytes = time.perf_counter() - started, pages[name].stat().st_size / 1e6
+        print(f"{name}: {len(trace.graph.nodes)} nodes, page written in {seconds:.2f} s, {megabytes:.2f} MB", flush=True)
     figures: dict[str, list[float]] = {}
 
     def add(label: str, value: float) -> None:

@@ -165,4 +165,5 @@ def to_html(trace: Trace, page_folder: Path | None = None) -> str:
         "{{SCRIPT}}": script_safe(SCRIPT.read_text(encoding="utf-8")),
     }
     # Each mark of the template replaced once, never one inside what was put in.
-    return re.sub(r"\{\{(TITLE|DATA|SCRIPT)\}\}", lambda mark: parts[mark.group(0)], TEMPLATE.read_text(encoding="utf-8"))
+    template = TEMPLATE.read_text(encoding="utf-8")
+    return re.sub(r"\{\{(TITLE|DATA|SCRIPT)\}\}", lambda mark: parts[mark.group(0)], template)
