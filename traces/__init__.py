@@ -12,8 +12,8 @@ For any code::
 or, for a whole script, ``python -m traces script.py``. Recording lives in
 ``graph``, ``backward``, ``ops``, ``source``, ``modules``, ``trace`` and
 ``record``; the renderers (``terminal``, ``json_file``, ``mermaid``,
-``picture``) only read a finished ``Trace`` and are imported only by whoever
-renders.
+``picture``, ``page``) only read a finished ``Trace`` and are imported only by
+whoever renders.
 """
 
 from traces.backward import BackwardRecording, BackwardStep, record_backward
