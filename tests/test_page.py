@@ -226,7 +226,7 @@ def test_a_model_is_shown_by_module_and_a_module_opens_and_closes(resnet_page):
     assert sorted(inside) == ["layer2.0.bn1", "layer2.0.bn2", "layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample", "layer2.0.relu"]
     assert len(opened) == len(at_depth_2) - 1 + len(inside) + len(own) == 21
     assert resnet_page.evaluate("document.getElementById('panel-title').textContent") == "layer2.0 (BasicBlock)"
-    click(resnet_page, '#graph [data-cluster="module:layer2.0"] text')
+    click(resnet_page, '#graph [data-cluster="module:layer2.0"] rect')  # its frame closes it
     assert shown(resnet_page) == at_depth_2
     click(resnet_page, '#graph [data-unit="fold:layer1.0"]')
     assert len(shown(resnet_page)) == 16 and "module:layer1.1" in shown(resnet_page)

@@ -407,7 +407,8 @@
       const m = moduleByName.get(name);
       const label = element("text", { x: b.left + 6, y: b.top + 13 }, g);
       label.textContent = id.startsWith("module:") ? name + (m.kind !== name ? " (" + m.kind + ")" : "") + "  [close]" : "line " + name + "  [close]";
-      label.addEventListener("click", () => { if (!dragged) closeCluster(id); });
+      g.addEventListener("click", () => { if (!dragged) closeCluster(id); }); // its frame or its name
+      element("title", {}, g).textContent = "click: close";
     }
   }
 
@@ -735,7 +736,7 @@
       <p>The autograd graph of one run, drawn as forward ran: inputs and parameters at the top, the output at the bottom. Backward runs from the bottom up.</p>
       <ul>
         <li>Click a node for its panel: where it was made, its formula with this run's numbers, what it saved, the gradients in and out.</li>
-        <li>Click a module to open it; <i>[close]</i> on its frame closes it. Dashed boxes fold sibling modules of the same structure.</li>
+        <li>Click a module to open it, its frame to close it. Dashed boxes fold sibling modules of the same structure.</li>
         <li>The timeline below steps through backward in the engine's order (arrow keys too). A leaf's gradients wait in the engine's input buffer until its AccumulateGrad runs and puts their sum into <code>.grad</code>.</li>
         <li>Drag to pan, the mouse wheel to zoom; search by node, module, parameter or op.</li>
       </ul>
