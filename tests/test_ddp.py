@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vscode_files import scenario_configuration, substitute
 
 from scenarios import ddp
-from scenarios._ranks import recorded_trace_names, without_ranks_option
+from scenarios._ranks import free_port, recorded_trace_names, without_ranks_option
 
 SCRIPT = ROOT / "scenarios" / "ddp.py"
 WAIT = 300  # seconds; two processes importing torch on a busy machine
@@ -34,13 +35,16 @@ WAIT = 300  # seconds; two processes importing torch on a busy machine
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
+    (folder / "tmp").mkdir()  # the temporary folder of the launcher and the ranks
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--ranks", "2", "--save-trace", "out"],
         cwd=folder,
+        env={**os.environ, "TMPDIR": str(folder / "tmp")},
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
+    assert list((folder / "tmp").glob("torchelastic_*")) == []  # no log folder of the launcher's
     traces = {}
     for rank in (0, 1):
         path = folder / "out" / f"ddp_rank{rank}.json"
@@ -101,7 +105,8 @@ def test_every_rank_holds_the_gradient_of_the_whole_batch(two_ranks):
         facts = facts_of(two_ranks, rank)
         assert facts.grads_equal_across_ranks is True
         # (g0 + g1) / 2 against the mean over all samples at once: the same sum, in another order.
-        assert 0 <= facts.max_difference_from_one_process < 1e-6
+        assert 0 < facts.max_difference_from_one_process < 1e-6
+        assert facts.bitwise_equal_to_one_process is False
     assert facts_of(two_ranks, 0).max_difference_from_one_process == facts_of(two_ranks, 1).max_difference_from_one_process
 
 
@@ -129,6 +134,23 @@ def test_each_ranks_trace_holds_the_all_reduce_of_each_bucket_in_backward(two_ra
         assert broadcasts[0]["inputs"][0]["shape"] == [58]  # DDP(model): every parameter, 32 + 8 + 16 + 2
         names = {node["name"] for node in trace["graph"]["nodes"]}
         assert {"MseLossBackward0", "AddmmBackward0"} <= names
+
+
+def test_torchrun_starts_the_ranks_as_the_readme_says(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    port = str(free_port())  # the README's command uses torchrun's default, 29500; tests run side by side
+    run = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(SCRIPT)],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    lines = run.stdout.splitlines()
+    assert lines[0] == "[rank 0] rank 0 of world_size 2, backend gloo, store on 127.0.0.1"
+    assert "[rank 1] every .grad equal on every rank after backward: True" in lines
 
 
 def test_the_lesson_runs_in_this_process_as_a_world_of_one(monkeypatch):
@@ -167,6 +189,14 @@ def test_a_bad_option_is_one_line_before_any_rank_starts(argv, message):
     assert run.stderr.startswith(f"scenarios/ddp.py: error: {message}") and run.stderr.count("\n") == 1
 
 
+def test_the_benchmark_refuses_a_bad_value_in_one_line():
+    run = subprocess.run(
+        [sys.executable, "benchmarks/ddp_speed.py", "--runs", "0"], cwd=ROOT, capture_output=True, text=True, timeout=WAIT
+    )
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == "benchmarks/ddp_speed.py: error: argument --runs: 0 is too small; it must be 1 or more (see --help)\n"
+
+
 # -- faults: nothing is left behind -------------------------------------------------------
 
 
@@ -194,10 +224,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_launcher(tmp_path) -> subprocess.Popen:
+def start_launcher(tmp_path, *python_options: str) -> subprocess.Popen:
     # A new session, like a terminal's: Ctrl-C is sent to the whole process group.
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--ranks", "2"],
+        [sys.executable, *python_options, str(SCRIPT), "--ranks", "2"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -207,19 +237,34 @@ def start_launcher(tmp_path) -> subprocess.Popen:
 
 
 def test_ctrl_c_stops_every_rank_with_one_line_each_and_status_130(tmp_path):
-    launcher = start_launcher(tmp_path)
+    # -X importtime, which the launcher passes on to the ranks, marks when each process has
+    # taken over Ctrl-C (scenarios._ctrl_c): before that, Python itself is still starting.
+    launcher = start_launcher(tmp_path, "-X", "importtime")
+    said = []
+    ready = threading.Event()
+
+    def read_stderr():
+        for line in launcher.stderr:
+            said.append(line)
+            if sum(line.rstrip().endswith("| scenarios._ctrl_c") for line in said) == 3:  # launcher and 2 ranks
+                ready.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert ready.wait(WAIT), "".join(said[-5:])
     ranks = ranks_of(launcher)
     os.killpg(launcher.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-    out, err = launcher.communicate(timeout=WAIT)
+    launcher.wait(WAIT)
+    reader.join(WAIT)
     assert launcher.returncode == 130
-    lines = err.splitlines()
+    lines = [line.rstrip("\n") for line in said if not line.startswith("import time:")]
     assert lines[-1] == "scenarios/ddp.py: interrupted (Ctrl-C); every rank was stopped"
     allowed = {
         "scenarios/ddp.py: interrupted (Ctrl-C) while starting; nothing was done",
         "scenarios/ddp.py: interrupted (Ctrl-C); no file was left half-written",
         "scenarios/ddp.py: interrupted (Ctrl-C); nothing was left half-written",
     }
-    assert set(lines[:-1]) <= allowed and len(lines) <= 3 and err.endswith("\n")
+    assert set(lines[:-1]) <= allowed and len(lines) <= 3 and said[-1].endswith("\n")
     assert not any(alive(pid) for pid in ranks)
     assert list(tmp_path.iterdir()) == []
 
