@@ -10,7 +10,9 @@ the batch; while backward still runs, DDP all-reduces the gradients bucket by bu
 holds the same averaged `.grad`: the gradient of the whole batch in one process.
 Inside `no_sync()` the gradients stay local and add up; the next synchronised
 backward all-reduces the sum. A rank that skips a backward leaves the others waiting
-in the all-reduce until the process group's timeout.
+in the all-reduce until the process group's timeout; a parameter that gets no gradient
+leaves its bucket unfinished, and the next forward fails on every rank unless DDP was
+told to look for such parameters (`find_unused_parameters=True`).
 
 In the debugger ("Scenario: data-parallel, every rank"): a breakpoint on
 `loss.backward()` below stops in every rank (each is a process in the Call Stack);
@@ -69,6 +71,8 @@ class DDPFacts:
     no_sync_then_sync_equal_across_ranks: bool  # the next backward all-reduces the sum
     max_difference_after_no_sync: float  # against one process on both batches
     skipped_backward_error: str  # what a rank that waited gets when another skipped backward
+    unused_parameter_error: str  # the next forward, when a parameter had no gradient in backward
+    unused_parameter_grad_with_detection: str | None  # its .grad with find_unused_parameters=True
 
 
 def make_model() -> nn.Sequential:
@@ -198,6 +202,7 @@ def data_parallel_on_this_rank(device: str, tracer: Tracer) -> DDPFacts:
     max_difference_after_no_sync = max_difference(grads, [p.grad for p in one_process_model.parameters()])
 
     skipped_backward_error = skip_a_backward(seed, SKIP_TIMEOUT)
+    unused_parameter_error, unused_parameter_grad_with_detection = leave_a_parameter_unused(seed)
 
     return DDPFacts(
         rank=rank,
@@ -215,6 +220,8 @@ def data_parallel_on_this_rank(device: str, tracer: Tracer) -> DDPFacts:
         no_sync_then_sync_equal_across_ranks=no_sync_then_sync_equal_across_ranks,
         max_difference_after_no_sync=max_difference_after_no_sync,
         skipped_backward_error=skipped_backward_error,
+        unused_parameter_error=unused_parameter_error,
+        unused_parameter_grad_with_detection=unused_parameter_grad_with_detection,
     )
 
 
@@ -244,6 +251,41 @@ def skip_a_backward(seed: int, timeout: int) -> str:
         store.wait(["ranks that waited"])
     dist.barrier()
     return error
+
+
+class TwoHeads(nn.Module):
+    """A model whose forward uses one of its two layers: the other's parameters get no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(4, 2)
+        self.unused = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def leave_a_parameter_unused(seed: int) -> tuple[str, str | None]:
+    """DDP waits for every parameter's gradient before it all-reduces its bucket. A parameter
+    that backward never reaches leaves its bucket unfinished, and the next forward refuses
+    to start, on every rank; ``find_unused_parameters=True`` makes DDP look for them."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    inputs, _ = make_batch(4, world_size, seed)
+    torch.manual_seed(seed)
+    ddp_model = DDP(TwoHeads())
+    ddp_model(share(inputs, rank)).sum().backward()
+    try:
+        ddp_model(share(inputs, rank))
+    except RuntimeError as caught:
+        error = one_line_error(caught).split(". ")[0] + "."
+    else:
+        raise AssertionError("DDP should refuse a forward while a bucket waits for an unused parameter")
+    torch.manual_seed(seed)
+    detecting = TwoHeads()
+    ddp_model = DDP(detecting, find_unused_parameters=True)
+    for _ in range(2):
+        ddp_model(share(inputs, rank)).sum().backward()
+    return error, None if detecting.unused.weight.grad is None else str(detecting.unused.weight.grad)
 
 
 def one_line_error(error: Exception) -> str:
@@ -276,6 +318,11 @@ def narrate(facts: DDPFacts) -> Iterator[str]:
         f" {facts.max_difference_after_no_sync:.1e}"
     )
     yield f"[rank {rank}] when the last rank skips a backward, this rank's error: {facts.skipped_backward_error}"
+    yield f"[rank {rank}] when a parameter gets no gradient, the next forward fails: {facts.unused_parameter_error}"
+    yield (
+        f"[rank {rank}] with find_unused_parameters=True two steps run; the unused weight's .grad:"
+        f" {facts.unused_parameter_grad_with_detection}"
+    )
 
 
 def add_options(parser) -> None:

@@ -124,6 +124,15 @@ def test_a_rank_that_skips_backward_leaves_the_others_waiting_until_the_timeout(
     assert facts_of(two_ranks, 1).skipped_backward_error.startswith("none: it skipped backward")
 
 
+def test_a_parameter_without_gradient_stops_the_next_forward_on_every_rank(two_ranks):
+    for rank in (0, 1):
+        facts = facts_of(two_ranks, rank)
+        assert facts.unused_parameter_error == (
+            "Expected to have finished reduction in the prior iteration before starting a new one."
+        )
+        assert facts.unused_parameter_grad_with_detection is None  # found, skipped, and the step ran
+
+
 def test_each_ranks_trace_holds_the_all_reduce_of_each_bucket_in_backward(two_ranks):
     for rank in (0, 1):
         trace = two_ranks[1][rank]
