@@ -18,8 +18,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 
@@ -196,20 +197,22 @@ def run_scenario(
     add_options: Callable[[argparse.ArgumentParser], None] | None = None,
     show_trace: Callable[[Any, Any], None] | None = None,
     argv: list[str] | None = None,
+    trace_name: str | None = None,
+    in_turn: Callable[[], ContextManager] | None = None,
 ) -> int:
     """Parse the command line, run ``lesson``, print what it found. Returns the exit status.
 
     ``show_trace(facts, console)``, if given, prints the scenario's own views after the trace.
+    ``trace_name`` names the trace and its files (default ``name``); ``in_turn()``, if given,
+    is entered around all the printing (one process of several prints while the others wait).
     A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1;
     Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
     hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
     parser = build_parser(name, doc, add_options)
     try:
-        args = parser.parse_args(argv)
-        if args.native and not (args.trace or args.save_trace):
-            parser.error("--native adds the C++ path to a trace: use it with --trace or --save-trace")
-        return run_lesson(name, lesson, narrate, args, show_trace)
+        args = parse_arguments(parser, argv)
+        return run_lesson(trace_name or name, lesson, narrate, args, show_trace, in_turn or nullcontext)
     except (ScenarioError, OSError) as error:
         print(f"scenarios/{name}.py: error: {one_line(error)}", file=sys.stderr)
         return 1
@@ -218,18 +221,31 @@ def run_scenario(
         return INTERRUPTED
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The scenario's arguments, checked alone and together (a bad one: one line, status 2)."""
+    args = parser.parse_args(argv)
+    if args.native and not (args.trace or args.save_trace):
+        parser.error("--native adds the C++ path to a trace: use it with --trace or --save-trace")
+    return args
+
+
 def one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace) -> int:
+def run_lesson(name: str, lesson, narrate, args: argparse.Namespace, show_trace, in_turn=nullcontext) -> int:
     options = {key: value for key, value in vars(args).items() if key not in SHARED_OPTIONS}
     tracer = Tracer(native=args.native) if args.trace or args.save_trace else NO_TRACE
 
     torch.manual_seed(args.seed)
     with tracer.recording():
         facts = lesson(device=args.device, tracer=tracer, **options)
+    with in_turn():
+        return show_what_happened(name, facts, narrate, args, tracer, show_trace)
 
+
+def show_what_happened(name: str, facts, narrate, args: argparse.Namespace, tracer: Tracer, show_trace) -> int:
+    """Print the narrative of ``facts`` and, when asked, print and save the trace."""
     from rich.console import Console
 
     console = Console(highlight=True)

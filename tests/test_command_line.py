@@ -76,24 +76,26 @@ def test_bad_option_from_the_shell_prints_no_traceback():
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_trace_prints_all_four_views_and_saves_json(name, tmp_path, request, capsys):
+def test_trace_prints_all_four_views_and_saves_json(name, tmp_path, request, capfd):
     # In this process, to spare a torch import per scenario; the script itself is
     # run from the shell by the tests above and below and by each scenario's tests.
+    # (capfd: a scenario on several ranks prints from the processes it starts.)
     data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
     options = quick_options(name, data, tmp_path)
     assert scenario_module(name).main(["--trace", "--save-trace", str(tmp_path), *options]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "Autograd graph" in out
     assert "Backward: the order in which the engine ran the nodes" in out
     assert "ATen ops: what ran below autograd" in out
     assert "Torch source entered" in out
-    data = json.loads((tmp_path / f"{name}.json").read_text())
-    assert data["scenario"] == name
-    assert data["graph"]["nodes"] and data["backward"]
-    # Below Python: every node has a formula or says what it is instead, every op its kernel.
-    for node in data["graph"]["nodes"]:
-        derivative = node["derivative"]
-        assert derivative["kind"] in ("formula", "c++", "custom", "compiled"), (node["name"], derivative)
-        assert derivative["summary"] and (derivative["kind"] != "formula" or derivative["formulas"])
-    assert {k["op"] for k in data["kernels"]} == {call["op"] for call in data["ops"]}
+    for trace_name in getattr(scenario_module(name), "RECORDED_TRACES", (name,)):  # one per rank, for ddp
+        data = json.loads((tmp_path / f"{trace_name}.json").read_text())
+        assert data["scenario"] == trace_name
+        assert data["graph"]["nodes"] and data["backward"]
+        # Below Python: every node has a formula or says what it is instead, every op its kernel.
+        for node in data["graph"]["nodes"]:
+            derivative = node["derivative"]
+            assert derivative["kind"] in ("formula", "c++", "custom", "compiled"), (node["name"], derivative)
+            assert derivative["summary"] and (derivative["kind"] != "formula" or derivative["formulas"])
+        assert {k["op"] for k in data["kernels"]} == {call["op"] for call in data["ops"]}
 

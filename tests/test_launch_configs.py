@@ -69,7 +69,11 @@ def scenario_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
     module = scenario_module(name)
     handed = {}
     monkeypatch.setattr(module, "run_scenario", lambda *args, **kwargs: handed.update(args=args, kwargs=kwargs))
+    if hasattr(module, "start_torchrun"):  # a scenario on several ranks hands its parser to the launcher
+        monkeypatch.setattr(module, "start_torchrun", lambda *args, **kwargs: handed.update(parser=args[3]))
     module.main([])
+    if "parser" in handed:
+        return handed["parser"]
     return build_parser(handed["args"][0], handed["kwargs"].get("doc"), handed["kwargs"].get("add_options"))
 
 
