@@ -12,11 +12,21 @@ import pytest
 
 from scenarios._record import ROOT, scenario_names
 
-__all__ = ["ROOT", "run_main", "run_script", "scenario_module", "scenario_names"]
+__all__ = ["ROOT", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"]
 
 
 def scenario_module(name: str):
     return importlib.import_module(f"scenarios.{name}")
+
+
+def trace_names(name: str) -> tuple[str, ...]:
+    """The traces a scenario saves: its own, or one per rank (scenarios/ddp.py)."""
+    return getattr(scenario_module(name), "RECORDED_TRACES", (name,))
+
+
+def recorded_traces() -> list[str]:
+    """Every trace in traces/recorded/, scenario by scenario."""
+    return [trace for name in scenario_names() for trace in trace_names(name)]
 
 
 def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

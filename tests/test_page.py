@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 from chromium import Chromium, chromium_path
-from conftest import ROOT, scenario_module, scenario_names
+from conftest import ROOT, recorded_traces, scenario_module
 
 import traces
 from scenarios._record import RECORDED
@@ -73,7 +73,7 @@ def test_a_code_link_is_relative_to_the_page_and_only_upwards(tmp_path, monkeypa
     assert relative_link("/etc/hostname", Path("/")) is None
 
 
-@pytest.mark.parametrize("name", scenario_names())
+@pytest.mark.parametrize("name", recorded_traces())
 def test_every_recorded_trace_has_its_page_with_no_path_of_the_machine(name):
     page = (RECORDED / f"{name}.html").read_text()
     data = embedded(page)

@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from conftest import scenario_module, scenario_names
+from conftest import recorded_traces, scenario_module, scenario_names, trace_names
 
 from scenarios._record import DATA_SCENARIOS, RECORDED, record_argv
 from scenarios.backward import backward_pass
@@ -22,12 +22,7 @@ from traces.trace import SCHEMA_VERSION
 SCENARIOS = scenario_names()
 
 
-def trace_names(name: str) -> tuple[str, ...]:
-    """The traces a scenario saves: its own, or one per rank (scenarios/ddp.py)."""
-    return getattr(scenario_module(name), "RECORDED_TRACES", (name,))
-
-
-RECORDED_TRACES = [trace for name in SCENARIOS for trace in trace_names(name)]
+RECORDED_TRACES = recorded_traces()
 
 
 def test_a_scenario_on_two_ranks_records_a_trace_per_rank():
