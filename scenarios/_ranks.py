@@ -23,7 +23,7 @@ import socket
 import sys
 import uuid
 
-from scenarios._ctrl_c import INTERRUPTED, hand_back
+from scenarios._ctrl_c import INTERRUPTED
 from scenarios._runner import parse_arguments
 
 
@@ -67,8 +67,11 @@ def without_ranks_option(argv: list[str]) -> list[str]:
 def start_torchrun(
     name: str, script: str, argv: list[str], parser: argparse.ArgumentParser, default_ranks: int
 ) -> int:
-    """Check the arguments, then run ``script`` on ``--ranks`` processes and wait for all of them."""
-    hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt (torch is loaded)
+    """Check the arguments, then run ``script`` on ``--ranks`` processes and wait for all of them.
+
+    Until the ranks start, Ctrl-C ends this process at once (scenarios._ctrl_c: nothing has
+    been done); torch's launcher takes it over as it starts them, and stops them all.
+    """
     args = parse_arguments(parser, argv)  # a bad argument: one line, status 2, before any rank starts
     ranks = args.ranks or default_ranks
     prog = f"scenarios/{name}.py"

@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not under_torchrun():
         return start_torchrun("ddp", __file__, argv, build_parser("ddp", __doc__, add_options), default_ranks=2)
-    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, scenarios._ctrl_c.exit_at_once):
-        signal.signal(signal.SIGINT, interrupt_once)
     try:
+        if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, scenarios._ctrl_c.exit_at_once):
+            signal.signal(signal.SIGINT, interrupt_once)
         timeout = build_parser("ddp", __doc__, add_options).parse_args(argv).timeout
         with joined_process_group(timeout):
             return run_scenario(
