@@ -344,12 +344,18 @@ def add_options(parser) -> None:
 
 @contextmanager
 def joined_process_group(timeout: int) -> Iterator[None]:
-    """Join the process group torchrun described in the environment, and leave it at the end."""
+    """Join the process group torchrun described in the environment, and leave it at the end.
+
+    Joining also makes every traceback start with "[rank N]: " (torch replaces sys.excepthook);
+    leaving puts Python's own back.
+    """
+    excepthook = sys.excepthook
     dist.init_process_group(BACKEND, timeout=timedelta(seconds=timeout))
     try:
         yield
     finally:
         dist.destroy_process_group()
+        sys.excepthook = excepthook
 
 
 @contextmanager

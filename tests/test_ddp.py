@@ -165,6 +165,7 @@ def test_torchrun_starts_the_ranks_as_the_readme_says(tmp_path):
 def test_the_lesson_runs_in_this_process_as_a_world_of_one(monkeypatch):
     store = dist.TCPStore("127.0.0.1", 0, 1, True)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # init_process_group replaces it: put it back after
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     torch.manual_seed(2**64 - 1)  # the largest --seed
     try:
