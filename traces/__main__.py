@@ -12,7 +12,8 @@ import argparse
 import os
 import runpy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from traces.trace import VIEWS
@@ -188,10 +189,37 @@ def main(argv: list[str] | None = None) -> int:
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
     with paths_from(os.getcwd()):  # the script may change the current folder
-        with watching(watch):
+        with watching(watch), saying_when_os_exit_loses_the_trace(script):
             status, error = run_script(script, args.args)
         sys.stdout.flush()
+        if os.getpid() != watch.pid:  # a child the script forked, ending: only the parent traces
+            if error is not None:
+                print_script_error(error, script_file)
+            return status
         return finish(tracer, watch, args, script_file, status, error)
+
+
+@contextmanager
+def saying_when_os_exit_loses_the_trace(script: str) -> Iterator[None]:
+    """``os._exit`` ends a process at once, before the trace is printed: say so, then exit as asked.
+
+    Only in this process: a child the script forked (multiprocessing's, say) ends with
+    ``os._exit`` as it always does, and says nothing.
+    """
+    real_exit, parent = os._exit, os.getpid()
+
+    def exit_now(status: int) -> None:
+        if os.getpid() == parent:
+            print(f"{PROG}: {script} ended with os._exit({status}), so the trace was not printed", file=sys.stderr)
+            sys.stderr.flush()
+        real_exit(status)
+
+    os._exit = exit_now
+    try:
+        yield
+    finally:
+        if os._exit is exit_now:
+            os._exit = real_exit
 
 
 def finish(tracer, watch, args: argparse.Namespace, script_file: str, status: int, error: BaseException | None) -> int:
@@ -201,6 +229,7 @@ def finish(tracer, watch, args: argparse.Namespace, script_file: str, status: in
         print_script_error(error, script_file)
         return status
     name = Path(script).stem
+    args.watch = watch
     if watch.recorded:
         trace = tracer.trace(name)
         status = show_and_save(trace, args, status)
@@ -213,13 +242,31 @@ def finish(tracer, watch, args: argparse.Namespace, script_file: str, status: in
 
 
 def no_backward(script: str, watch) -> str:
+    if watch.calls == 0 and watch.elsewhere:
+        return (
+            f"{script} called backward only on other threads ({times(watch.elsewhere)}); the tracer follows the "
+            "thread the script started on (trace another thread's with traces.record() inside it)"
+        )
     if watch.calls == 0:
         return (
             f"{script} never called backward (Tensor.backward, torch.autograd.backward or "
             "torch.autograd.grad), so there is nothing to trace"
         )
-    times = "once" if watch.calls == 1 else f"{watch.calls} times"
-    return f"{script} called backward {times}; --backward {watch.wanted} asks for the {ordinal(watch.wanted)}"
+    return f"{script} called backward {times(watch.calls)}; --backward {watch.wanted} asks for the {ordinal(watch.wanted)}"
+
+
+def times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def on_other_threads(watch) -> str | None:
+    """The note that says which backward the trace shows, when other threads ran some too."""
+    if not watch.elsewhere:
+        return None
+    return (
+        f"The trace shows the {ordinal(watch.wanted)} backward pass of the thread the script started on; "
+        f"backward ran on other threads too ({times(watch.elsewhere)} while recording), untraced."
+    )
 
 
 def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
@@ -229,6 +276,9 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     console = Console(highlight=False)
     console.print()
     trace.show(console, views=args.views, depth=args.depth)
+    note = on_other_threads(args.watch)
+    if note:
+        console.print(note, markup=False)
     if args.save_trace is not None:
         from traces.files import save_trace
 

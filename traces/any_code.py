@@ -17,6 +17,11 @@ the one asked for; every call gets its arguments and returns its result
 unchanged. The originals are put back as soon as the traced backward ends, or
 when the block ends (also on an error or Ctrl-C), whichever comes first.
 
+Only the thread that started recording is traced (a dispatch mode and a
+tracing hook belong to one thread), and only in the process that started it:
+a backward on another thread, or in a forked child, runs untouched and is
+only counted (``BackwardWatch.elsewhere``).
+
 The graph's nodes are named after the variables of the code that called
 backward (``loss``, ``h``) and, for a model, after its parameters
 (``layer1.0.conv1.weight``).
@@ -28,6 +33,7 @@ import dataclasses
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -92,6 +98,7 @@ class BackwardWatch:
     ``calls`` counts the backward passes the code started: one inside another
     (a reentrant checkpoint's) is part of the outer one, and one torch runs for
     itself (``torch.compile``'s, while it compiles) is not the code's.
+    ``elsewhere`` counts those started on other threads, which are not traced.
     """
 
     def __init__(self, tracer: Tracer, wanted: int = 1) -> None:
@@ -101,10 +108,14 @@ class BackwardWatch:
         self.wanted = wanted
         self.calls = 0
         self.recorded = False
-        self._inside = 0  # backward passes running now
+        self.elsewhere = 0  # backward passes the code started on other threads: not traced
+        self.thread = threading.get_ident()  # the thread, and the process, whose backward is traced
+        self.pid = os.getpid()
+        self._inside = 0  # backward passes running now on the traced thread
         self._wrappers: dict[str, tuple[Callable, Callable]] = {}  # name -> (original, wrapper)
 
     def install(self) -> None:
+        self.thread, self.pid = threading.get_ident(), os.getpid()
         self._wrap("backward", lambda args, kwargs: args[0] if args else kwargs.get("tensors"))
         self._wrap("grad", lambda args, kwargs: args[0] if args else kwargs.get("outputs"))
 
@@ -120,6 +131,10 @@ class BackwardWatch:
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
+            if threading.get_ident() != self.thread or os.getpid() != self.pid:
+                if os.getpid() == self.pid and called_by_users_code(sys._getframe(1)):
+                    self.elsewhere += 1
+                return original(*args, **kwargs)
             if self._inside or self.recorded or not self._wrappers or not called_by_users_code(sys._getframe(1)):
                 return original(*args, **kwargs)
             self.calls += 1

@@ -15,6 +15,7 @@ last operator, the operator running now made the nodes in between.
 from __future__ import annotations
 
 import sys
+import threading
 from bisect import bisect_right
 from sys import gettrace, settrace
 from collections.abc import Callable
@@ -137,10 +138,12 @@ class OpRecorder(TorchDispatchMode):
     def start(self) -> None:
         self.__enter__()
         self._active = True
+        self._thread = threading.get_ident()  # a mode is pushed on one thread's stack, and popped there
 
     def stop(self) -> None:
-        """Leave the mode; safe to call more than once."""
-        if self._active:
+        """Leave the mode; safe to call more than once. Called on another thread than the one
+        that started it, it does nothing: that thread's stack is not this one's."""
+        if self._active and threading.get_ident() == self._thread:
             self._active = False
             self.__exit__(None, None, None)
 
