@@ -28,6 +28,8 @@ this script working); it skips the whole quickstart runs and the test suite.
 
 from __future__ import annotations
 
+import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
+
 import contextlib
 import io
 import json
@@ -49,7 +51,7 @@ from debug_startup import debug_run  # noqa: E402
 from debugger_requests import round_trips  # noqa: E402
 
 from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE as TURN_OFF_VARIABLE  # noqa: E402
-from scenarios._ctrl_c import INTERRUPTED  # noqa: E402
+from scenarios._ctrl_c import INTERRUPTED, hand_back  # noqa: E402
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin  # noqa: E402
 from scenarios._record import quick_options, scenario_names  # noqa: E402
 from scenarios._runner import ScenarioParser, output_file, whole_number  # noqa: E402
@@ -313,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     """main(), with every way it can fail ending in one line: 2 bad options, 1 a failed run, 130 Ctrl-C."""
     try:
+        hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, caught below
         return main(argv)
     except (BenchmarkFailed, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Ctrl-C while a scenario is still starting: one line and status 130, not a traceback.
+"""Ctrl-C while a scenario (or a benchmark) is still starting: one line and status 130, not a traceback.
 
 A scenario spends its first seconds importing torch. Imported first of all by a
 scenario run as a script, this module makes Ctrl-C in that time end the
@@ -21,11 +21,17 @@ from pathlib import Path
 INTERRUPTED = 130  # the shell's status for a program ended by Ctrl-C (128 + SIGINT)
 
 
+# The project's folders whose scripts take over Ctrl-C this way: the scenarios and the benchmarks.
+SCRIPT_FOLDERS = ("scenarios", "benchmarks")
+
+
 def script_name() -> str | None:
-    """``scenarios/<file>`` when the program was started as one of the scripts in scenarios/, else None."""
+    """``scenarios/<file>`` (or ``benchmarks/<file>``) when the program was started as one of
+    those scripts, else None."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if path and Path(path).resolve().parent == Path(__file__).resolve().parent:
-        return f"scenarios/{Path(path).name}"
+    root = Path(__file__).resolve().parent.parent
+    if path and Path(path).resolve().parent in [root / folder for folder in SCRIPT_FOLDERS]:
+        return f"{Path(path).resolve().parent.name}/{Path(path).name}"
     return None
 
 

@@ -100,14 +100,14 @@ def record(names: list[str], into: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    hand_back()
-    args = build_parser().parse_args(argv)
-    from traces.picture import NO_DOT, dot_available
-
-    if not dot_available():
-        print(f"{PROG}: error: {NO_DOT}; the recorded traces need their pictures", file=sys.stderr)
-        return 1
     try:
+        hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, caught below
+        args = build_parser().parse_args(argv)
+        from traces.picture import NO_DOT, dot_available
+
+        if not dot_available():
+            print(f"{PROG}: error: {NO_DOT}; the recorded traces need their pictures", file=sys.stderr)
+            return 1
         return record(args.names or scenario_names(), args.into)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (Ctrl-C); the traces recorded so far are whole", file=sys.stderr)

@@ -133,8 +133,13 @@ def output_file(text: str) -> Path:
 
 
 def nearest_existing(path: Path) -> Path:
-    """``path`` itself if it exists, else the closest folder above it that does."""
+    """``path`` itself if it exists, else the closest folder above it that does.
+
+    A symbolic link that leads nowhere (or into a loop) is in the way: nothing can be made there.
+    """
     while not path.exists() and path != path.parent:
+        if os.path.islink(path):
+            raise argparse.ArgumentTypeError(f"{str(path)!r} is a symbolic link that leads nowhere")
         path = path.parent
     return path
 
@@ -208,9 +213,9 @@ def run_scenario(
     A ScenarioError or an OSError (a disk full, say) ends the run with one line and status 1;
     Ctrl-C with one line and status 130, once the tracer has removed its hooks.
     """
-    hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
-    parser = build_parser(name, doc, add_options)
     try:
+        hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, so that everything is cleaned up
+        parser = build_parser(name, doc, add_options)
         args = parse_arguments(parser, argv)
         return run_lesson(trace_name or name, lesson, narrate, args, show_trace, in_turn or nullcontext)
     except (ScenarioError, OSError) as error:

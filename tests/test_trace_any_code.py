@@ -108,7 +108,10 @@ def test_an_error_before_backward_restores_torch_and_says_nothing_more(tmp_path,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["missing.py"], "python -m traces: error: 'missing.py' does not exist"),
+        (["missing.py"], "python -m traces: error: can't open file '{tmp}/missing.py': [Errno 2] No such file or directory"),
+        (["."], "python -m traces: error: '.' is a folder, not a script"),
+        (["--save-trace", "dangling", "s.py"], "argument --save-trace: 'dangling' is a symbolic link that leads nowhere"),
+        (["--save-trace", "loop/out", "s.py"], "argument --save-trace: 'loop' is a symbolic link that leads nowhere"),
         (["--depth", "x", "s.py"], "argument --depth: 'x' is not a whole number"),
         (["--backward", "0", "s.py"], "argument --backward: 0 is too small; it must be 1 or more"),
         (["--views", "graph,colours", "s.py"], "argument --views: 'graph,colours' is not a list of views"),
@@ -118,6 +121,9 @@ def test_an_error_before_backward_restores_torch_and_says_nothing_more(tmp_path,
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    os.symlink("nowhere", "dangling")
+    os.symlink("loop", "loop")
+    message = message.format(tmp=tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         assert main(argv) == 2
         raise SystemExit(2)

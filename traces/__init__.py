@@ -16,6 +16,7 @@ or, for a whole script, ``python -m traces script.py``. Recording lives in
 whoever renders.
 """
 
+import traces._starting  # noqa: F401  isort: skip (first: Ctrl-C while `python -m traces` loads torch is one line)
 from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph, AutogradNode, Edge, walk_graph
 from traces.any_code import record

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from traces._starting import INTERRUPTED, hand_back
 from traces.trace import VIEWS
 
 DEFAULT_VIEWS = ",".join(VIEWS)
@@ -62,6 +63,8 @@ def output_folder(text: str) -> Path:
     path = Path(text)
     existing = path
     while not existing.exists() and existing != existing.parent:
+        if os.path.islink(existing):  # a link to nowhere, or a loop: nothing can be made there
+            raise argparse.ArgumentTypeError(f"{str(existing)!r} is a symbolic link that leads nowhere")
         existing = existing.parent
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{str(existing)!r} is a file, not a folder")
@@ -143,6 +146,9 @@ def exit_status(code) -> int:
 def print_script_error(error: BaseException, script_file: str) -> None:
     """The traceback as ``python SCRIPT`` prints it: from SCRIPT's first frame, without this runner's.
     ``script_file`` is SCRIPT's real path, taken before it ran (it may change the current folder)."""
+    if isinstance(error, SyntaxError) and error.filename and os.path.realpath(error.filename) == script_file:
+        sys.excepthook(type(error), error.with_traceback(None), None)  # the script never started: only where
+        return
     tb = error.__traceback__
     while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) != script_file:
         tb = tb.tb_next
@@ -175,9 +181,9 @@ def ordinal(number: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     script = args.script
-    if not os.path.isfile(script):
-        reason = "is a folder, not a script" if os.path.isdir(script) else "does not exist"
-        print(f"{PROG}: error: {script!r} {reason}", file=sys.stderr)
+    problem = cannot_run(script)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
 
     script_file = os.path.realpath(script)
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
+    hand_back()  # the script meets Ctrl-C as it would under python SCRIPT
     with paths_from(os.getcwd()):  # the script may change the current folder
         with watching(watch), saying_when_os_exit_loses_the_trace(script):
             status, error = run_script(script, args.args)
@@ -196,7 +203,22 @@ def main(argv: list[str] | None = None) -> int:
             if error is not None:
                 print_script_error(error, script_file)
             return status
-        return finish(tracer, watch, args, script_file, status, error)
+        try:
+            return finish(tracer, watch, args, script_file, status, error)
+        except KeyboardInterrupt:  # while the trace was printed or saved: a save leaves no half-written file
+            print(f"\n{PROG}: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
+            return INTERRUPTED
+
+
+def cannot_run(script: str) -> str | None:
+    """Why ``python SCRIPT`` could not even start, as one line (python's own words), else None."""
+    if os.path.isdir(script):
+        return f"{script!r} is a folder, not a script"
+    try:
+        with open(script, "rb"):
+            return None
+    except OSError as error:
+        return f"can't open file {os.path.abspath(script)!r}: [Errno {error.errno}] {error.strerror}"
 
 
 @contextmanager
