@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import traces
-from conftest import ROOT
+from conftest import ROOT, recorded_traces
 from traces import files
 from traces.files import TRACE_SET, WriteFailed, save_trace, set_problems, write_set
 
@@ -50,6 +50,11 @@ def test_the_json_names_each_file_of_its_set_with_its_hash(two_traces, tmp_path)
     assert set_problems(index) == [f"{tmp_path / 'model.mmd'}: not the file model.json was saved with"]
     (tmp_path / "model.mmd").unlink()
     assert set_problems(index) == [f"{tmp_path / 'model.mmd'}: missing"]
+
+
+@pytest.mark.parametrize("name", recorded_traces())
+def test_every_recorded_set_is_whole(name):
+    assert set_problems(ROOT / "traces" / "recorded" / f"{name}.json") == []
 
 
 @pytest.mark.parametrize("operation", ["replace", "unlink"])
@@ -210,3 +215,19 @@ def test_files_needs_no_torch():
         capture_output=True, text=True, cwd=ROOT,
     )
     assert spec is not None and found.stdout == "False\n", found.stderr
+
+
+def test_a_scenario_with_a_folder_in_the_way_says_nothing_was_changed(tmp_path, capsys):
+    from conftest import scenario_module
+
+    assert scenario_module("backward").main(["--save-trace", str(tmp_path)]) == 0
+    earlier = contents(tmp_path)
+    (tmp_path / "backward.mmd").unlink()
+    (tmp_path / "backward.mmd").mkdir()
+    capsys.readouterr()
+    assert scenario_module("backward").main(["--save-trace", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"scenarios/backward.py: error: could not write {tmp_path / 'backward.mmd'}: "
+        "a folder is in the way (nothing was changed)\n"
+    )
+    assert contents(tmp_path) == {name: data for name, data in earlier.items() if name != "backward.mmd"}
