@@ -246,12 +246,13 @@ def write_set(index: Path, others: Mapping[Path, bytes | None], make_index: Call
     Returns the files written, the index first.
     """
     index = Path(index)
-    written = {Path(path): content for path, content in others.items() if content is not None}
+    others = {Path(path): content for path, content in others.items()}
+    written = {path: content for path, content in others.items() if content is not None}
     for path in [index, *written]:
         if path.is_dir():  # checked before anything changes: os.replace would fail halfway
             raise WriteFailed(f"could not write {path}: a folder is in the way (nothing was changed)")
     for path in others:
-        remove_leftovers(Path(path))  # what killed saves left, also beside a file this save removes
+        remove_leftovers(path)  # what killed saves left, also beside a file this save removes
     pending: dict[Path, PendingFile] = {}
     backups: dict[Path, Path | None] = {}
     path = index  # the file being worked on, for the message
@@ -262,17 +263,17 @@ def write_set(index: Path, others: Mapping[Path, bytes | None], make_index: Call
             pending[path].finish()
         path = index
         pending[index] = PendingFile(index)
-        pending[index].file.write(make_index({path.name: digest(content) for path, content in written.items()}))
+        pending[index].file.write(make_index({file.name: digest(content) for file, content in written.items()}))
         pending[index].finish()
         for path in [*others, index]:
-            backups[Path(path)] = keep_a_copy(Path(path))
+            backups[path] = keep_a_copy(path)
         path = index
         if backups[index] is not None:
             os.unlink(index)  # from here until the new index is in place, there is no set
         for path in others:
             if path in pending:
                 pending[path].commit()
-            elif backups[Path(path)] is not None:
+            elif backups[path] is not None:
                 os.unlink(path)
         path = index
         pending[index].commit()
