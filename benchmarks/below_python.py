@@ -14,7 +14,6 @@ that way, to keep this script working).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,6 +25,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _options import OptionParser, output_file, whole_number  # noqa: E402  (no torch: checked at once)
+
+
+def build_parser() -> OptionParser:
+    """The options, each checked before torch loads and before anything is measured."""
+    parser = OptionParser(prog="benchmarks/below_python.py", description=__doc__)
+    parser.add_argument("--runs", type=whole_number(1, 1000), default=5, metavar="N", help="rounds (default 5)")
+    parser.add_argument("--output", type=output_file, metavar="FILE", help="also write the figures to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="one round, no run with an empty cache")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
 
 from traces.files import write_atomically  # noqa: E402
 
@@ -75,13 +89,7 @@ def measure(runs: int, quick: bool = False) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--output", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--quick", action="store_true", help="one round, no run with an empty cache")
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be 1 or more")
+    args = build_parser().parse_args()
     runs = 1 if args.quick else args.runs
     figures = measure(runs, args.quick)
     load = {when: "n/a" if value is None else f"{value:.1f}" for when, value in figures["load_average"].items()}

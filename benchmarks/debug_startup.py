@@ -13,7 +13,6 @@ Prints each measurement and the medians, in seconds.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the DAP client lives with the tests that use it
+
+from _options import OptionParser, output_file, whole_number  # noqa: E402  (no torch: checked at once)
+
+
+def build_parser() -> OptionParser:
+    """The options, each checked before torch loads and before anything is measured."""
+    parser = OptionParser(prog="benchmarks/debug_startup.py", description=__doc__)
+    parser.add_argument("--runs", type=whole_number(1, 1000), default=5, metavar="N", help="rounds (default 5)")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
 
 import torch  # noqa: E402
 
@@ -56,9 +68,7 @@ def debug_run() -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    runs = build_parser().parse_args().runs
 
     plain, to_stop, to_exit = [], [], []
     for run in range(1, runs + 1):

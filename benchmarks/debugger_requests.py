@@ -13,7 +13,6 @@ prints the median round trip in milliseconds.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -21,6 +20,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the DAP client lives with the tests that use it
+
+from _options import OptionParser, output_file, whole_number  # noqa: E402  (no torch: checked at once)
+
+
+def build_parser() -> OptionParser:
+    """The options, each checked before torch loads and before anything is measured."""
+    parser = OptionParser(prog="benchmarks/debugger_requests.py", description=__doc__)
+    parser.add_argument(
+        "--repeat", type=whole_number(1, 10_000), default=30, metavar="N", help="requests of each kind (default: 30)"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
 
 import torch  # noqa: E402
 
@@ -65,9 +79,7 @@ def round_trips(env: dict[str, str | None], repeat: int) -> tuple[str, dict[str,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30, help="requests of each kind (default: 30)")
-    repeat = parser.parse_args().repeat
+    repeat = build_parser().parse_args().repeat
 
     results = {
         "with TCP_NODELAY (as shipped)": round_trips({TURN_OFF_VARIABLE: None}, repeat),  # None: unset

@@ -18,7 +18,6 @@ children each tensor expands to. Four runs, one after the other:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the DAP client lives with the tests that use it
+
+from _options import OptionParser, output_file, whole_number  # noqa: E402  (no torch: checked at once)
+
+
+def build_parser() -> OptionParser:
+    """The options, each checked before torch loads and before anything is measured."""
+    parser = OptionParser(prog="benchmarks/debugger_variables.py", description=__doc__)
+    parser.add_argument(
+        "--repeat", type=whole_number(1, 10_000), default=30, metavar="N", help="requests of each kind (default: 30)"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
 
 from dap_client import DebugSession  # noqa: E402
 from pydevd_plugins.extensions.stepthrough_session import KEEP_NAGLE_VARIABLE, STOCK_VARIABLE  # noqa: E402
@@ -125,9 +139,7 @@ def measure(env: dict[str, str | None], set_nodelay: bool, repeat: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30, help="requests of each kind (default: 30)")
-    repeat = parser.parse_args(argv).repeat
+    repeat = build_parser().parse_args(argv).repeat
     results = {label: measure(env, by_hand, repeat) for label, (env, by_hand) in RUNS.items()}
     rows = list(next(iter(results.values())))
     print(f"median round trip in ms ({repeat} requests each) and children per tensor")

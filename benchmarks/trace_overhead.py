@@ -25,7 +25,6 @@ measures a little of everything once (pytest runs it so, to keep it working).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -42,12 +41,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _options import OptionParser, output_file, whole_number  # noqa: E402  (no torch: checked at once)
+
+
+def build_parser() -> OptionParser:
+    """The options, each checked before torch loads and before anything is measured."""
+    parser = OptionParser(prog="benchmarks/trace_overhead.py", description=__doc__)
+    parser.add_argument("--runs", type=whole_number(1, 1000), default=7, metavar="N", help="rounds of each comparison (default 7)")
+    parser.add_argument("--batch", type=whole_number(1, 1024), default=8, metavar="N", help="images per batch (default 8)")
+    parser.add_argument("--size", type=whole_number(32, 1024), default=64, metavar="PIXELS", help="image side in pixels (default 64)")
+    parser.add_argument("--more", action="store_true", help="also swin_t, vit_b_16, an LSTM, a TransformerEncoder")
+    parser.add_argument("--quick", action="store_true", help="a little of everything, once")
+    parser.add_argument("--output", type=output_file, metavar="FILE", help="write the figures as JSON here")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
+
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from rich.console import Console  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import traces  # noqa: E402
+from traces.files import write_atomically  # noqa: E402
 from traces.json_file import trace_to_json  # noqa: E402
 
 PYTHON = sys.executable
@@ -170,14 +188,7 @@ def readability(name: str, size: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7, help="rounds of each comparison (default 7)")
-    parser.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    parser.add_argument("--more", action="store_true", help="also swin_t, vit_b_16, an LSTM, a TransformerEncoder")
-    parser.add_argument("--quick", action="store_true", help="a little of everything, once")
-    parser.add_argument("--output", type=Path, help="write the figures as JSON here")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     runs = 1 if args.quick else args.runs
     models = ["resnet18"] if args.quick else ["resnet18", "densenet121"]
     readable = models + (["swin_t", "vit_b_16", "lstm", "transformer_encoder"] if args.more else [])
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
               f" rendered in {result['render_80_s']:.2f} s / {result['render_120_s']:.2f} s;"
               f" JSON {result['json_kib']:.0f} KiB")
     if args.output:
-        args.output.write_text(json.dumps(figures, indent=2) + "\n")
+        write_atomically(args.output, json.dumps(figures, indent=2) + "\n")  # never a half-written file
         print(f"Wrote {args.output}")
     return 0
 

@@ -62,7 +62,7 @@ def test_a_full_disk_while_saving_the_model_is_one_line_and_keeps_the_earlier_mo
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_a_real_process_whose_write_fails_mid_file_keeps_the_earlier_trace_set(tmp_path):
-    """The kernel itself refuses to write past 4 kB (RLIMIT_FSIZE), partway through backward.json."""
+    """The kernel itself refuses to write past 4 kB (RLIMIT_FSIZE), partway through backward.html (the largest)."""
     import resource
 
     def limit_file_size():
@@ -76,8 +76,8 @@ def test_a_real_process_whose_write_fails_mid_file_keeps_the_earlier_trace_set(t
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     assert err.splitlines() == [
-        f"scenarios/backward.py: error: could not write {tmp_path / 'backward.json'}: File too large "
-        "(the earlier file is unchanged)"
+        f"scenarios/backward.py: error: could not write {tmp_path / 'backward.html'}: File too large "
+        "(the earlier set is unchanged)"
     ]
     assert "w.grad = 5.0" in out  # the lesson ran; only its trace could not be saved
     assert {name: (tmp_path / name).read_text() for name in earlier} == earlier
@@ -491,5 +491,6 @@ def test_portable_paths(tmp_path, monkeypatch):
     assert portable_path(str(tmp_path / "my_model.py")) == "my_model.py"  # a script of your own
     monkeypatch.setenv("HOME", str(tmp_path.parent))
     assert portable_path(str(tmp_path.parent / "elsewhere" / "net.py")) == "~/elsewhere/net.py"
+    assert portable_path("/opt/elsewhere/net.py") == "net.py"  # outside home and here: no folder of this machine
     assert portable_path("<string>") == "<string>"
     assert portable_path("relative/model.pth") == "relative/model.pth"

@@ -77,11 +77,16 @@ def test_an_op_is_turned_into_the_kernel_the_ops_view_names():
     [
         (["scenarios/backward.py"], "name a kernel to stop in: --op aten::mul.Tensor"),
         (["--op", "aten::no_such_op", "scenarios/backward.py"], "--op: aten::no_such_op is not an operator this torch knows"),
-        (["--op", "profiler::_record_function_enter_new", "x.py"], "--op: profiler::_record_function_enter_new has no kernel named"),
-        (["--device", "tpu", "--op", "aten::mul.Tensor", "x.py"], "--device: 'tpu' is not cpu or cuda"),
+        (["--op", "profiler::_record_function_enter_new", "scenarios/backward.py"], "--op: profiler::_record_function_enter_new has no kernel named"),
+        (["--device", "tpu", "--op", "aten::mul.Tensor", "scenarios/backward.py"], "--device: 'tpu' is not cpu or cuda"),
+        (["--op", "aten::mul.Tensor", "no_such_script.py"], "argument script: 'no_such_script.py' does not exist"),
+        (["--op", "aten::mul.Tensor", "scenarios"], "argument script: 'scenarios' is a folder, not a Python script"),
+        (["--op", "aten::mul.Tensor", ""], "argument script: the path is empty; give a Python script"),
+        (["--break", "", "scenarios/backward.py"], "argument --break: '' is not a function name"),
     ],
 )  # fmt: skip
-def test_a_bad_request_is_one_line_and_exit_2(argv, message, capsys):
+def test_a_bad_request_is_one_line_and_exit_2(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(gdb.os, "execvp", lambda *args: pytest.fail("gdb was started"))
     with pytest.raises(SystemExit) as exit_info:
         gdb.main(argv)
     assert exit_info.value.code == 2

@@ -1,6 +1,7 @@
 """Below Python (traces/native.py): formulas, native functions, the dispatcher, links, C++ frames, the cache."""
 
 import errno
+import hashlib
 import json
 import shutil
 import subprocess
@@ -418,8 +419,10 @@ def test_a_missing_cache_is_built_with_torchgen_and_saved(tmp_path, index_data):
     path = native.cache_file(tmp_path)
     assert index.origin == f"built and cached in {path}"
     assert path.name.startswith(f"below-python-{torch.__version__}-{COMMIT[:12]}-v{native.INDEX_FORMAT}")
-    assert json.loads(path.read_text()) == index_data
+    first, _, rest = path.read_bytes().partition(b"\n")
+    assert json.loads(rest) == index_data and first == b"sha256 " + hashlib.sha256(rest).hexdigest().encode()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from torch import nn
 
 import traces
 from traces.picture import dot_available, to_svg
+from traces.paths import portable_path
 from traces.places import shown_path
 
 THIS_FILE = __file__
@@ -74,7 +75,7 @@ def test_the_json_keeps_path_and_line_apart(trace, tmp_path):
 @pytest.mark.skipif(not dot_available(), reason="Graphviz's dot is not installed")
 def test_the_picture_shows_the_line_when_hovering_a_node(trace):
     svg = to_svg(trace)
-    assert re.search(rf'xlink:title="[^"]*{re.escape(shown_path(THIS_FILE))}:{line_of("MARK: loss")}"', svg)
+    assert re.search(rf'xlink:title="[^"]*{re.escape(portable_path(THIS_FILE))}:{line_of("MARK: loss")}"', svg)
 
 
 class Block(nn.Module):

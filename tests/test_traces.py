@@ -133,7 +133,7 @@ def test_json_has_the_documented_keys(trace, tmp_path):
     path = tmp_path / "backward.json"
     assert written[0] == path
     data = json.loads(path.read_text())
-    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 5
+    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 6
     assert {"scenario", "torch_version", "device", "graph", "backward", "facts"} <= data.keys()
     assert data["scenario"] == "backward" and data["torch_version"] == torch.__version__
     assert {"outputs", "nodes", "edges", "modules"} == data["graph"].keys()
@@ -141,7 +141,8 @@ def test_json_has_the_documented_keys(trace, tmp_path):
     steps = data["backward"]
     assert [s["order"] for s in steps] == list(range(5))
     assert steps[0]["arriving"][0]["values"] == 1.0
-    assert data == json.loads(json.dumps(trace_to_dict(trace)))
+    assert set(data["files"]) <= {"backward.mmd", "backward.html", "backward.svg"} and "backward.mmd" in data["files"]
+    assert data == json.loads(json.dumps(trace_to_dict(trace, data["files"])))
     # Short records on one line: under half the lines of json.dumps(indent=2), none of them long.
     lines = path.read_text().splitlines()
     assert len(lines) * 2 < len(json.dumps(data, indent=2).splitlines())

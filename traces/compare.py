@@ -8,12 +8,23 @@ every torch release and install), the line of code that made each node and the
 order nodes were made in (a graph in the facts included), facts that are timings
 or paths, and the exact backward order (any order that
 respects the edges is valid; ``order_violations`` checks that).
+
+A saved trace is checked before it is compared (``check_trace``): a file that
+is not a trace's JSON raises ``InvalidTrace`` with one line saying what is
+wrong, and nothing in it (an op's ``count``) decides how much work is done.
+The strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` stand for those
+numbers (``number``), and NaN equals NaN here.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+# The strings a saved trace writes where a number is NaN or infinite (strict JSON has no such numbers).
+NOT_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+TOP_LEVEL = ("schema_version", "scenario", "graph", "backward", "ops", "facts")
+PHASES = ("forward", "backward")
 
 RELATIVE_TOLERANCE = 1e-4  # floats from different CPUs' kernels differ in the last digits
 
@@ -61,8 +72,47 @@ def stable_nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+class InvalidTrace(ValueError):
+    """A loaded JSON that is not a trace; the message says what is wrong, in one line."""
+
+
+def number(value: Any) -> Any:
+    """A number as a saved trace holds it, as a float: ``"NaN"`` -> nan; anything else as it is."""
+    if isinstance(value, str) and value in NOT_FINITE:
+        return NOT_FINITE[value]
+    return value
+
+
+def check_trace(trace: Any) -> None:
+    """Raise ``InvalidTrace`` unless ``trace`` has the shape this module reads (cheap: no value is expanded)."""
+    if not isinstance(trace, dict):
+        raise InvalidTrace(f"a trace is a JSON object, not {type(trace).__name__}")
+    missing = [key for key in TOP_LEVEL if key not in trace]
+    if missing:
+        raise InvalidTrace(f"not a trace: no {', '.join(missing)}")
+    if not isinstance(trace["schema_version"], int) or isinstance(trace["schema_version"], bool):
+        raise InvalidTrace(f"schema_version must be a whole number, not {trace['schema_version']!r}")
+    graph = trace["graph"]
+    if graph is not None and not (
+        isinstance(graph, dict) and all(isinstance(graph.get(key), list) for key in ("outputs", "nodes", "edges"))
+    ):
+        raise InvalidTrace("graph must be null or hold the lists outputs, nodes and edges")
+    for key in ("backward", "ops"):
+        if not isinstance(trace[key], list) or not all(isinstance(item, dict) for item in trace[key]):
+            raise InvalidTrace(f"{key} must be a list of objects")
+    if not isinstance(trace["facts"], dict):
+        raise InvalidTrace("facts must be an object")
+    for position, call in enumerate(trace["ops"]):
+        count = call.get("count", 1)
+        if not isinstance(call.get("op"), str) or call.get("phase") not in PHASES:
+            raise InvalidTrace(f"ops[{position}] needs an op name and a phase (forward or backward)")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise InvalidTrace(f"ops[{position}].count must be a whole number of at least 1, not {count!r}")
+
+
 def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a trace (as loaded from JSON) that a rerun must reproduce."""
+    """The parts of a trace (as loaded from JSON) that a rerun must reproduce; raises ``InvalidTrace``."""
+    check_trace(trace)
     graph = trace["graph"] or {"outputs": [], "nodes": [], "edges": []}
     return {
         "scenario": trace["scenario"],
@@ -71,14 +121,24 @@ def stable_view(trace: dict[str, Any]) -> dict[str, Any]:
         "graph.edges": graph["edges"],
         "backward.nodes_run": sorted(step["node"] for step in trace["backward"]),
         "facts": machine_independent(trace["facts"]),
-        "ops.forward": op_names(trace, "forward"),
-        "ops.backward": op_names(trace, "backward"),
+        "ops.forward": op_runs(trace, "forward"),
+        "ops.backward": op_runs(trace, "backward"),
     }
 
 
-def op_names(trace: dict[str, Any], phase: str) -> list[str]:
-    """Every call's op name, in order (calls folded with a ``count`` counted out again)."""
-    return [call["op"] for call in trace["ops"] if call["phase"] == phase for _ in range(call.get("count", 1))]
+def op_runs(trace: dict[str, Any], phase: str) -> list[tuple[str, int]]:
+    """Every call's op name, in order, as ``(op, calls in a row)``: entries that the
+    tracer folded apart (other shapes) are joined again, and no count is ever counted out."""
+    runs: list[tuple[str, int]] = []
+    for call in trace["ops"]:
+        if call["phase"] != phase:
+            continue
+        count = call.get("count", 1)
+        if runs and runs[-1][0] == call["op"]:
+            runs[-1] = (call["op"], runs[-1][1] + count)
+        else:
+            runs.append((call["op"], count))
+    return runs
 
 
 def order_violations(trace: dict[str, Any]) -> list[str]:
@@ -109,8 +169,11 @@ def differences(recorded: Any, fresh: Any, where: str = "") -> list[str]:
         if len(recorded) != len(fresh):
             return [f"{where}: recorded {len(recorded)} items, now {len(fresh)}: {summary(recorded)} -> {summary(fresh)}"]
         return [line for i, (a, b) in enumerate(zip(recorded, fresh)) for line in differences(a, b, f"{where}[{i}]")]
+    recorded, fresh = number(recorded), number(fresh)
     if isinstance(recorded, float) or isinstance(fresh, float):
         if isinstance(recorded, (int, float)) and isinstance(fresh, (int, float)):
+            if math.isnan(recorded) and math.isnan(fresh):
+                return []
             if math.isclose(recorded, fresh, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-6):
                 return []
     if recorded != fresh:

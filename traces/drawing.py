@@ -24,7 +24,7 @@ from traces.grouping import (
     summary_norm,
 )
 from traces.graph import AutogradNode
-from traces.places import shown_path
+from traces.paths import portable_path
 from traces.tensors import TensorSummary
 from traces.trace import Trace
 
@@ -92,7 +92,7 @@ def tooltip(location: str | None) -> str:
     if not location:
         return ""
     path, _, line = location.rpartition(":")
-    return f"{shown_path(path)}:{line}"
+    return f"{portable_path(path)}:{line}"  # saved in the SVG: no folder of this machine
 
 
 def module_chain(trace: Trace, name: str | None) -> tuple[str, ...]:

@@ -8,20 +8,35 @@ temporary file. A process killed outright (kill -9, a power cut) cannot remove
 it; the next save of the same file does. To tell such a leftover from the
 temporary file of a run that is writing right now, a writer keeps its
 temporary file locked while it works, and only unlocked ones are removed.
+
+A trace is saved as a set of files (``TRACE_SET``: JSON, Mermaid, HTML, SVG),
+and the JSON is the set's index: it names every other file of its set with the
+sha256 of its bytes (``files``), and it is written last. While the other files
+are replaced the JSON is absent, so whatever stops a save, whoever opens the
+folder finds either a JSON whose files all match it (the old set, or the new
+one) or no JSON at all (a save was killed outright; the next one replaces what
+it left). A save that fails or is interrupted while it can still act (a full
+disk, a folder in the way, Ctrl-C) puts the whole earlier set back.
+``set_problems`` is the reader's check.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from traces.trace import Trace
+if TYPE_CHECKING:  # this module needs no torch: it saves bytes
+    from traces.trace import Trace
 
 try:
     import fcntl
@@ -150,15 +165,19 @@ def locked_temporary(path: Path) -> tuple[str, BinaryIO]:
         os.close(handle)
 
 
-def write_failure(path: Path, error: OSError) -> WriteFailed:
-    """The one-line explanation of a failed save of ``path``, as an exception to raise."""
+def write_failure(path: Path, error: OSError, earlier_of: Path | None = None) -> WriteFailed:
+    """The one-line explanation of a failed save of ``path``, as an exception to raise
+    (``earlier_of``: the index of the set ``path`` belongs to)."""
     reason = error.strerror or str(error) or type(error).__name__
     advice = ""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         advice = "; free some space and run again"
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         advice = "; choose a place you can write to"
-    earlier = "the earlier file is unchanged" if path.exists() else "nothing was written"
+    if earlier_of is not None:
+        earlier = "the earlier set is unchanged" if earlier_of.exists() else "nothing was written"
+    else:
+        earlier = "the earlier file is unchanged" if path.exists() else "nothing was written"
     failed = WriteFailed(f"could not write {path}: {reason} ({earlier}){advice}")
     failed.errno = error.errno
     return failed
@@ -196,58 +215,174 @@ def write_atomically(path: Path, content: str | bytes) -> Path:
     return Path(path)
 
 
-def write_all_or_nothing(contents: dict[Path, bytes]) -> list[Path]:
-    """Write several files as one set: either every one is replaced, or none is.
+def digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
-    All are written to temporary files first, which is where a full disk or an
-    interruption strikes; only when all are written does each take its name.
-    """
-    pending: list[PendingFile] = []
-    path = None  # the file being worked on, for the message
+
+def backup_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that ``remove_leftovers(path)`` takes for a leftover of a killed save."""
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+
+
+def keep_a_copy(path: Path) -> Path | None:
+    """A second name for ``path``'s current file (a hard link, else a copy), to put back; None if there is none."""
+    if not os.path.lexists(path):
+        return None
+    backup = backup_name(path)
     try:
-        for path, content in contents.items():
-            pending.append(PendingFile(path))
-            pending[-1].file.write(content)
-            pending[-1].finish()
-        for file in pending:
-            path = file.path
-            file.commit()
-    except OSError as error:
-        raise write_failure(Path(path), error) from error
+        os.link(path, backup, follow_symlinks=False)
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, backup, follow_symlinks=False)
+    return backup
+
+
+def write_set(index: Path, others: Mapping[Path, bytes | None], make_index: Callable[[dict[str, str]], bytes]) -> list[Path]:
+    """Write a set of files beside one another: the files ``others`` (None: remove that file), then ``index``,
+    whose bytes ``make_index`` makes from ``{file name: sha256}`` of the others written.
+
+    A reader sees the old set or the new one: the old index is removed before any
+    other file changes, and the new one takes its name last. On an error or an
+    interruption, the earlier files are put back (index last) before it is raised.
+    Returns the files written, the index first.
+    """
+    index = Path(index)
+    others = {Path(path): content for path, content in others.items()}
+    written = {path: content for path, content in others.items() if content is not None}
+    for path in [index, *written]:
+        if path.is_dir():  # checked before anything changes: os.replace would fail halfway
+            raise WriteFailed(f"could not write {path}: a folder is in the way (nothing was changed)")
+    for path in others:
+        remove_leftovers(path)  # what killed saves left, also beside a file this save removes
+    pending: dict[Path, PendingFile] = {}
+    backups: dict[Path, Path | None] = {}
+    path = index  # the file being worked on, for the message
+    try:
+        for path, content in written.items():
+            pending[path] = PendingFile(path)
+            pending[path].file.write(content)
+            pending[path].finish()
+        path = index
+        pending[index] = PendingFile(index)
+        pending[index].file.write(make_index({file.name: digest(content) for file, content in written.items()}))
+        pending[index].finish()
+        for path in [*others, index]:
+            backups[path] = keep_a_copy(path)
+        path = index
+        if backups[index] is not None:
+            os.unlink(index)  # from here until the new index is in place, there is no set
+        for path in others:
+            if path in pending:
+                pending[path].commit()
+            elif backups[path] is not None:
+                os.unlink(path)
+        path = index
+        pending[index].commit()
+    except BaseException as error:
+        put_back(backups, index)
+        if isinstance(error, OSError) and not isinstance(error, WriteFailed):
+            raise write_failure(Path(path), error, earlier_of=index) from error
+        raise
     finally:
-        for file in pending:
+        for file in pending.values():
             file.discard()
             file.file.close()
-    return list(contents)
+        for backup in backups.values():
+            if backup is not None:
+                Path(backup).unlink(missing_ok=True)
+    return [index, *written]
+
+
+def put_back(backups: Mapping[Path, Path | None], index: Path) -> None:
+    """Undo a set's save that stopped halfway: each file as it was, the index last (so never a mixed set)."""
+    for path, backup in [*((p, b) for p, b in backups.items() if p != index), (index, backups.get(index))]:
+        if path not in backups:
+            continue
+        try:
+            if backup is not None:
+                os.replace(backup, path)
+            elif path.is_file():
+                path.unlink()  # it was not there before
+        except OSError:
+            pass  # best effort; without its index, what is left is no set
+
+
+def set_problems(index: Path) -> list[str]:
+    """Why the set that JSON ``index`` heads is not whole (empty: it is): a file it names missing or
+    different, or a file of a trace set's kind beside it that it does not name."""
+    index = Path(index)
+    try:
+        files = json.loads(index.read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError) as error:
+        return [f"{index}: not readable as a trace ({error})"]
+    if not isinstance(files, dict):
+        return [f"{index}: names no files (saved before schema version 6)"]
+    problems = []
+    for name, expected in files.items():
+        partner = index.parent / name
+        try:
+            found = digest(partner.read_bytes())
+        except OSError:
+            problems.append(f"{partner}: missing")
+            continue
+        if found != expected:
+            problems.append(f"{partner}: not the file {index.name} was saved with")
+    for suffix, _ in TRACE_SET:
+        partner = index.with_suffix(suffix)
+        if partner.name not in files and os.path.lexists(partner):
+            problems.append(f"{partner}: not part of the set {index.name} heads")
+    return problems
+
+
+def render_mermaid(trace: Trace, directory: Path, depth: int | None) -> tuple[bytes | None, str | None]:
+    from traces.mermaid import to_mermaid
+
+    return to_mermaid(trace, depth).encode(), None
+
+
+def render_page(trace: Trace, directory: Path, depth: int | None) -> tuple[bytes | None, str | None]:
+    from traces.page import to_html
+
+    return to_html(trace, Path(directory)).encode(), None
+
+
+def render_svg(trace: Trace, directory: Path, depth: int | None) -> tuple[bytes | None, str | None]:
+    from traces.picture import NO_DOT, dot_available, to_svg
+
+    if not dot_available():
+        return None, NO_DOT
+    svg = to_svg(trace, depth)
+    return (svg.encode() if isinstance(svg, str) else svg), None
+
+
+# The files of a trace's set besides its JSON, and what makes each: (bytes, None), or
+# (None, why not) when it cannot be made here, and an older file of that name is removed.
+TRACE_SET: list[tuple[str, Callable[[Trace, Path, int | None], tuple[bytes | None, str | None]]]] = [
+    (".mmd", render_mermaid),
+    (".html", render_page),
+    (".svg", render_svg),
+]
 
 
 def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``<scenario>.json``, ``.mmd``, ``.html`` and ``.svg`` into ``directory``, all or nothing.
+    """Write ``<scenario>.json`` and the files of ``TRACE_SET`` into ``directory`` as one set (``write_set``).
 
     The pictures show a model by module, ``depth`` levels deep (see ``traces.drawing``).
-    Returns the files written, and notes on what could not be written (the SVG
-    when Graphviz is missing; an older SVG is then removed, as it showed another run).
+    Returns the files written (the JSON first), and notes on what could not be
+    written (the SVG when Graphviz is missing; an older SVG is then removed, as it showed another run).
     """
     from traces.json_file import trace_to_json
-    from traces.mermaid import to_mermaid
-    from traces.page import to_html
-    from traces.picture import NO_DOT, dot_available, to_svg
 
     stem = Path(directory) / trace.scenario
-    contents = {
-        stem.with_suffix(".json"): trace_to_json(trace).encode(),
-        stem.with_suffix(".mmd"): to_mermaid(trace, depth).encode(),
-        stem.with_suffix(".html"): to_html(trace, Path(directory)).encode(),
-    }
+    others: dict[Path, bytes | None] = {}
     notes = []
-    if dot_available():
-        svg = to_svg(trace, depth)
-        contents[stem.with_suffix(".svg")] = svg.encode() if isinstance(svg, str) else svg
-    else:
-        notes.append(NO_DOT)
-    written = write_all_or_nothing(contents)
-    old_svg = stem.with_suffix(".svg")
-    if old_svg not in contents and old_svg.is_file():
-        old_svg.unlink()
-        notes.append(f"Removed the older {old_svg}: it showed an earlier run")
+    for suffix, render in TRACE_SET:
+        content, why_not = render(trace, Path(directory), depth)
+        others[stem.with_suffix(suffix)] = content
+        if why_not is not None:
+            notes.append(why_not)
+    stale = [path for path, content in others.items() if content is None and path.is_file()]
+    for path in [path for path, content in others.items() if content is None and not path.is_file()]:
+        del others[path]  # nothing to write, nothing to remove
+    written = write_set(stem.with_suffix(".json"), others, lambda files: trace_to_json(trace, files).encode())
+    notes.extend(f"Removed the older {path}: it showed an earlier run" for path in stale)
     return written, notes

@@ -84,6 +84,26 @@ def kernel_symbol(op: str, device: str) -> str:
     return kernel.symbol
 
 
+def script_file(text: str) -> str:
+    """The script to run: a file that exists and can be read (checked before gdb starts, which takes seconds)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; give a Python script")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a Python script")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be read: permission denied")
+    return text
+
+
+def symbol_name(text: str) -> str:
+    """A C++ function for ``break``: one line, not empty."""
+    if not text.strip() or "\n" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a function name")
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -94,10 +114,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m traces.gdb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--op", action="append", default=[], metavar="OP", help="an ATen op, e.g. aten::mul.Tensor")
-    parser.add_argument("--break", dest="symbols", action="append", default=[], metavar="SYMBOL", help="a C++ function")
+    parser.add_argument(
+        "--break", dest="symbols", type=symbol_name, action="append", default=[], metavar="SYMBOL", help="a C++ function"
+    )
     parser.add_argument("--device", default="cpu", help="whose kernel to stop in: cpu (default) or cuda")
     parser.add_argument("--batch", action="store_true", help="no prompt: stop, print the stack, end the program")
-    parser.add_argument("script", help="the Python script to run, e.g. scenarios/backward.py")
+    parser.add_argument("script", type=script_file, help="the Python script to run, e.g. scenarios/backward.py")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     args = parser.parse_args(argv)
     if not args.op and not args.symbols:

@@ -1,11 +1,12 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 5); every key is always present:
+Schema (``schema_version`` 6); every key is always present:
 
-- ``schema_version``: 5 (version 1 had no ``version`` in ``saved``; version 2
+- ``schema_version``: 6 (version 1 had no ``version`` in ``saved``; version 2
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
   ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
-  fields listed at the end)
+  fields listed at the end; 6 writes NaN and infinities as strings, adds
+  ``files``, and writes no absolute path, in facts either)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
@@ -68,6 +69,15 @@ Schema (``schema_version`` 5); every key is always present:
   trace, grouped as ``{layer, functions, folded}`` (``folded``: frames of
   plumbing not listed)
 - ``native_skipped``: why ``cpp_path`` is ``null``, or ``null``
+- ``files``: for a JSON saved as part of a set (``traces.files.save_trace``), the
+  other files of its set, ``{file name: sha256 of its bytes}``; ``{}`` otherwise.
+  A reader checks them (``traces.files.set_problems``): a picture whose hash
+  differs is not of this trace
+
+Strict JSON: a number that is NaN or infinite (a NaN gradient) is written as
+the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` where the number would
+be (bare ``NaN`` is not JSON: browsers and ``jq`` reject it);
+``traces.compare.number`` reads either form back as a float.
 
 A node's ``derivative`` is ``{kind, summary, op, schema, inputs, formulas,
 source}``: ``kind`` is ``"formula"`` (generated from ``derivatives.yaml``: ``op``
@@ -98,9 +108,10 @@ Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``quantized`` to tensor summaries.
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes
-through ``traces.paths.portable_path``, so that a saved trace
+through ``traces.paths.portable_path``, and so does every absolute path named
+inside a fact's text (the quickstart's ``data`` sentence), so that a saved trace
 holds nothing particular to the machine that wrote it: no user name, no
-virtual environment's folder. The terminal shows the absolute paths.
+virtual environment's folder, no absolute path. The terminal shows the absolute paths.
 
 The file is indented JSON with each record short enough (an op call, a tensor
 summary, a saved value) on one line.
@@ -113,15 +124,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from traces.paths import portable_path
 from traces.trace import Trace
 
+# An absolute path inside a sentence: a word that starts with a separator, up to the next space or bracket.
+ABSOLUTE_IN_TEXT = re.compile(r"(?<![^\s(\"'=])/[^\s,;()<>'\"]+")
 
-def trace_to_dict(trace: Trace) -> dict[str, Any]:
-    fields = with_portable_paths(dataclasses.asdict(trace))
-    return {"schema_version": fields.pop("schema_version"), **fields}
+
+def trace_to_dict(trace: Trace, files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The trace as plain values, every path portable and every number valid JSON;
+    ``files`` names the other files of its set (see ``files`` in the schema)."""
+    fields = strict_numbers(with_portable_paths(dataclasses.asdict(trace)))
+    fields["facts"] = {name: portable_text(value) for name, value in fields["facts"].items()}
+    return {"schema_version": fields.pop("schema_version"), **fields, "files": dict(files or {})}
+
+
+def strict_numbers(value: Any) -> Any:
+    """``value`` with each NaN or infinite float as ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: strict_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_numbers(item) for item in value]
+    return value
+
+
+def portable_text(value: Any) -> Any:
+    """A fact with every absolute path inside its text (at any depth) written as ``portable_path`` writes it."""
+    if isinstance(value, str):
+        return ABSOLUTE_IN_TEXT.sub(lambda found: portable_path(found.group()), value)
+    if isinstance(value, dict):
+        return {key: portable_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable_text(item) for item in value]
+    return value
 
 
 def with_portable_paths(value: Any) -> Any:
@@ -136,10 +178,10 @@ def with_portable_paths(value: Any) -> Any:
     return value
 
 
-def trace_to_json(trace: Trace) -> str:
+def trace_to_json(trace: Trace, files: Mapping[str, str] | None = None) -> str:
     """The trace as JSON text: indented, with each small record (an op call, a tensor summary,
     a saved value) on one line, which keeps the file short and a diff of two traces readable."""
-    return json_text(trace_to_dict(trace)) + "\n"
+    return json_text(trace_to_dict(trace, files)) + "\n"
 
 
 ONE_LINE = 240  # characters: a value this short (with its key and a comma) is written on one line
@@ -147,7 +189,7 @@ ONE_LINE = 240  # characters: a value this short (with its key and a comma) is w
 
 def json_text(value: Any, indent: int = 0, key: str = "") -> str:
     """``value`` as JSON, after ``key`` (``"name": ``) on a line indented by ``indent``."""
-    text = json.dumps(value)
+    text = json.dumps(value, allow_nan=False)  # strict JSON: trace_to_dict wrote NaN as a string
     if len(key) + len(text) < ONE_LINE or not isinstance(value, (dict, list)) or not value:
         return key + text
     inner = " " * (indent + 2)

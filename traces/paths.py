@@ -11,7 +11,10 @@ every path written into it goes through ``portable_path``:
 - any other file under the current folder (a script of your own; for ``python -m
   traces``, the folder it was started in): relative to that folder, e.g. ``my_model.py``;
 - under your home folder: ``~/...``, which does not name you;
-- anything else (``<string>``, a file elsewhere) as it is.
+- a file anywhere else: its name alone, e.g. ``net.py`` (its folder is this machine's);
+- anything that is not an absolute path (``<string>``) as it is.
+
+So no saved file names a folder of the machine that made it.
 
 Separators are always ``/``.
 """
@@ -58,7 +61,7 @@ def _portable(path: str, cwd: str, home: str) -> str:
     home = os.path.realpath(home)
     if home != os.sep and is_under(path, home):
         return "~/" + Path(os.path.relpath(path, home)).as_posix()
-    return Path(path).as_posix()
+    return os.path.basename(path) or Path(path).as_posix()
 
 
 def is_under(path: str, folder: str) -> bool:
