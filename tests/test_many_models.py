@@ -1,0 +1,138 @@
+"""What a trace says is true for several models in one program, signed numbers, every backward
+pass, autograd.grad, torch.func and tracebacks (issue 24)."""
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT
+from rich.console import Console
+from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
+
+import traces
+from traces.__main__ import main
+from traces.json_file import trace_to_dict
+
+
+def shown(trace, depth: int | None = None, views=("graph", "backward")) -> str:
+    console = Console(file=io.StringIO(), width=200, highlight=False, color_system=None)
+    trace.show(console, views=views, depth=depth)
+    return console.file.getvalue()
+
+
+def modules_of(trace) -> dict[str, tuple[str, str | None]]:
+    return {info.name: (info.kind, info.parent) for info in trace.graph.modules}
+
+
+def nodes_by_module(trace) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for node in trace.graph.nodes:
+        found.setdefault(node.module, set()).add(node.variable or node.name)
+    return found
+
+
+def leaf_names(trace) -> set[str | None]:
+    return {node.variable for node in trace.graph.nodes if node.is_leaf}
+
+
+def gan():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    D = nn.Sequential(nn.Linear(4, 1), nn.Tanh())
+    return G, D, torch.randn(2, 3)
+
+
+def test_a_gan_step_with_a_detached_generator_is_filed_under_the_discriminator():
+    G, D, x = gan()
+    with traces.record() as trace:
+        D(G(x).detach()).sum().backward()
+    assert modules_of(trace) == {"D": ("Sequential", None), "D.0": ("Linear", "D"), "D.1": ("Tanh", "D")}
+    assert nodes_by_module(trace) == {
+        "D.1": {"TanhBackward0"},
+        "D.0": {"AddmmBackward0", "TBackward0", "D.0.weight", "D.0.bias"},
+        None: {"output"},
+    }
+    for depth in (1, 2, 3):
+        out = shown(trace, depth)
+        assert "ReLU" not in out and not re.search(r"\bG\b", out)
+        assert "D (Sequential)" in out
+        assert "D.1 (Tanh)" in out
+
+
+def test_a_gan_step_through_both_models_names_every_module_and_parameter_by_its_variable():
+    G, D, x = gan()
+    with traces.record() as trace:
+        D(G(x)).sum().backward()
+    assert modules_of(trace) == {
+        "G": ("Sequential", None), "G.0": ("Linear", "G"), "G.1": ("ReLU", "G"),
+        "D": ("Sequential", None), "D.0": ("Linear", "D"), "D.1": ("Tanh", "D"),
+    }  # fmt: skip
+    by_module = nodes_by_module(trace)
+    assert by_module["G.1"] == {"ReluBackward0"} and by_module["D.1"] == {"TanhBackward0"}
+    assert by_module["G.0"] == {"AddmmBackward0", "TBackward0", "G.0.weight", "G.0.bias"}
+    assert by_module["D.0"] == {"AddmmBackward0", "TBackward0", "D.0.weight", "D.0.bias"}
+    assert leaf_names(trace) == {"G.0.weight", "G.0.bias", "D.0.weight", "D.0.bias"}
+    deep = shown(trace, 3)
+    for label in ("G.0 (Linear)", "G.1 (ReLU)", "D.0 (Linear)", "D.1 (Tanh)"):
+        assert label in deep
+    top = shown(trace, 1)
+    assert "G (Sequential)" in top and "D (Sequential)" in top
+
+
+def test_checkpoint_sequential_files_each_block_under_its_own_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(4)])
+    x = torch.randn(2, 4, requires_grad=True)
+    with traces.record() as trace:
+        checkpoint_sequential(model, 4, x, use_reentrant=False).sum().backward()
+    assert modules_of(trace) == {f"model.{i}": ("Linear", None) for i in range(4)}
+    assert leaf_names(trace) == {"x"} | {f"model.{i}.{p}" for i in range(4) for p in ("weight", "bias")}
+    for depth in (1, 2, 3):
+        out = shown(trace, depth)
+        assert all(f"model.{i} (Linear)" in out for i in range(4))
+
+
+def test_an_embedding_and_a_linear_layer_keep_their_parameter_names():
+    torch.manual_seed(0)
+    embedding, head = nn.Embedding(5, 3), nn.Linear(3, 2)
+    with traces.record() as trace:
+        head(embedding(torch.tensor([1, 3]))).sum().backward()
+    assert leaf_names(trace) == {"embedding.weight", "head.weight", "head.bias"}
+    assert modules_of(trace) == {"embedding": ("Embedding", None), "head": ("Linear", None)}
+
+
+def test_two_heads_on_one_trunk_keep_their_parameter_names():
+    torch.manual_seed(0)
+    trunk, head_a, head_b = nn.Linear(3, 3), nn.Linear(3, 1), nn.Linear(3, 1)
+    with traces.record() as trace:
+        h = trunk(torch.randn(2, 3))
+        (head_a(h) + head_b(h)).sum().backward()
+    names = {f"{m}.{p}" for m in ("trunk", "head_a", "head_b") for p in ("weight", "bias")}
+    assert leaf_names(trace) == names
+    assert nodes_by_module(trace)["head_b"] == {"AddmmBackward0", "TBackward0", "head_b.weight", "head_b.bias"}
+
+
+def test_one_model_alone_keeps_its_class_and_attribute_paths():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    with traces.record() as trace:
+        net(torch.randn(2, 3)).sum().backward()
+    assert modules_of(trace) == {"Sequential": ("Sequential", None), "0": ("Linear", "Sequential"), "1": ("ReLU", "Sequential")}
+    assert leaf_names(trace) == {"0.weight", "0.bias"}
+
+
+def test_two_models_held_by_no_variable_are_numbered_by_class():
+    torch.manual_seed(0)
+    models = [nn.Linear(2, 2), nn.Linear(2, 1)]
+    with traces.record() as trace:
+        models[1](models[0](torch.randn(1, 2))).sum().backward()
+    assert modules_of(trace) == {"Linear": ("Linear", None), "Linear (2)": ("Linear", None)}
+    assert leaf_names(trace) == {"Linear.weight", "Linear.bias", "Linear (2).weight", "Linear (2).bias"}
