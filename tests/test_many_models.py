@@ -136,3 +136,21 @@ def test_two_models_held_by_no_variable_are_numbered_by_class():
         models[1](models[0](torch.randn(1, 2))).sum().backward()
     assert modules_of(trace) == {"Linear": ("Linear", None), "Linear (2)": ("Linear", None)}
     assert leaf_names(trace) == {"Linear.weight", "Linear.bias", "Linear (2).weight", "Linear (2).bias"}
+
+
+def test_negative_integers_a_node_saved_read_as_the_user_wrote_them():
+    x = torch.randn(3, 4, requires_grad=True)
+    with traces.record() as trace:
+        loss = F.cross_entropy(x, torch.tensor([1, 2, -100]))
+        both = x.softmax(-1).transpose(-2, -1).tril(-1).sum(dim=(-1,))
+        (loss + both.sum()).backward()
+    saved = {(node.name, s.name): s.value for node in trace.graph.nodes for s in node.saved if s.value is not None}
+    assert saved[("NllLossBackward0", "ignore_index")] == "-100"
+    assert saved[("SoftmaxBackward0", "dim")] == "-1"
+    assert (saved[("TransposeBackward0", "dim0")], saved[("TransposeBackward0", "dim1")]) == ("-2", "-1")
+    assert saved[("TrilBackward0", "diagonal")] == "-1"
+    assert saved[("SumBackward1", "dim")] == "(-1,)"
+    out = shown(trace, views=("graph",))
+    assert "ignore_index=-100" in out and "diagonal=-1" in out and "18446744073709551" not in out
+    text = json.dumps(trace_to_dict(trace))
+    assert '"-100"' in text and "18446744073709551" not in text
