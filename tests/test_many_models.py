@@ -154,3 +154,65 @@ def test_negative_integers_a_node_saved_read_as_the_user_wrote_them():
     assert "ignore_index=-100" in out and "diagonal=-1" in out and "18446744073709551" not in out
     text = json.dumps(trace_to_dict(trace))
     assert '"-100"' in text and "18446744073709551" not in text
+
+
+def write_script(folder, text: str, name: str = "script.py"):
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+TWO_PASSES = """
+    import torch
+    from torch import nn
+
+    w = torch.ones(3, requires_grad=True)
+    for step in range(2):
+        (w.tanh() * 2).sum().backward()
+"""
+
+
+def ops_rows(out: str) -> list[list[str]]:
+    """The ops table's rows, as [phase, op, calls, shapes], the phase carried down."""
+    rows, phase = [], ""
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip("│┃").split("│")]
+        if len(cells) == 4 and cells[1].startswith("aten::"):
+            phase = cells[0] or phase
+            rows.append([phase, *cells[1:]])
+    return rows
+
+
+def test_backward_2_labels_each_op_with_the_pass_it_belongs_to(tmp_path, capsys):
+    script = write_script(tmp_path, TWO_PASSES)
+    assert main(["--backward", "2", "--views", "ops", "--save-trace", str(tmp_path / "out"), str(script)]) == 0
+    rows = ops_rows(capsys.readouterr().out)
+    phases_of = {}
+    for phase, op, _, _ in rows:
+        phases_of.setdefault(op, []).append(phase)
+    assert phases_of["aten::tanh_backward"] == ["backward of pass 1", "backward of pass 2"]
+    assert phases_of["aten::tanh"] == ["forward of pass 1", "forward of pass 2"]
+    ops = json.loads((tmp_path / "out" / "script.json").read_text())["ops"]
+    assert [(op["phase"], op["backward_pass"]) for op in ops if op["op"] == "aten::tanh_backward"] == [
+        ("backward", 1),
+        ("backward", 2),
+    ]
+
+
+def test_one_pass_keeps_the_plain_phase_labels(tmp_path, capsys):
+    script = write_script(tmp_path, TWO_PASSES)
+    assert main(["--views", "ops", str(script)]) == 0
+    rows = ops_rows(capsys.readouterr().out)
+    assert {phase for phase, *_ in rows} == {"forward", "backward"}
+    assert ["backward", "aten::tanh_backward"] in [row[:2] for row in rows]
+
+
+def test_a_modules_line_is_where_the_traced_pass_called_it():
+    torch.manual_seed(0)
+    net = nn.Linear(2, 1)
+    x = torch.randn(1, 2)
+    with traces.record(backward=2) as trace:
+        net(x).sum().backward()
+        net(x).sum().backward()  # the traced pass: this line
+    line = sys._getframe().f_lineno - 1
+    assert [(info.name, info.line) for info in trace.graph.modules] == [("Linear", line)]

@@ -126,7 +126,8 @@ class BackwardWatch:
             self._inside += 1
             try:
                 if self.calls != self.wanted:
-                    return original(*args, **kwargs)
+                    with self.tracer.untraced_backward():
+                        return original(*args, **kwargs)
                 return self._record(original, outputs_of(args, kwargs), sys._getframe(1), args, kwargs)
             finally:
                 self._inside -= 1

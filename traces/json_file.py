@@ -1,10 +1,10 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 5); every key is always present:
+Schema (``schema_version`` 6); every key is always present:
 
-- ``schema_version``: 5 (version 1 had no ``version`` in ``saved``; version 2
+- ``schema_version``: 6 (version 1 had no ``version`` in ``saved``; version 2
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
-  ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
+  ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 and 6 add the
   fields listed at the end)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
@@ -40,10 +40,12 @@ Schema (``schema_version`` 5); every key is always present:
   ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
   what was sent (summed over the edges feeding it) where a hook changed it
-- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count}``,
-  ``phase`` being ``"forward"`` (from the start of the run to the traced
-  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
-  ``count`` calls in a row with the same op, phase and shapes are folded into one entry
+- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count,
+  backward_pass}``, ``phase`` being ``"forward"`` or ``"backward"`` of the backward
+  pass numbered ``backward_pass`` (1 for the first; the traced pass is the last,
+  and its forward runs from the end of the pass before it, or the start of the run,
+  to the traced backward), ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
+  ``count`` calls in a row with the same op, phase, pass and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
   ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
   torch is installed in, e.g. ``torch/autograd/__init__.py``
@@ -96,6 +98,9 @@ Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``packed`` and ``version_now`` to saved values, ``hooked_from`` to edges,
 ``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
 ``quantized`` to tensor summaries.
+
+Version 6 added ``backward_pass`` to ops (before it, the ops of the passes before the
+traced one were all labelled ``"forward"``).
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes
 through ``traces.paths.portable_path``, so that a saved trace

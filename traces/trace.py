@@ -24,7 +24,7 @@ from traces.tensors import tracer_at_work
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 5  # see traces/json_file.py
+SCHEMA_VERSION = 6  # see traces/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
@@ -115,6 +115,20 @@ class Tracer:
             self._ops.stop()
         if self._modules is not None:
             self._modules.stop()
+
+    @contextmanager
+    def untraced_backward(self) -> Iterator[None]:
+        """A backward pass before the traced one: its ops are that pass's backward, and what runs
+        after it belongs to the next pass."""
+        if self._ops is not None:
+            self._ops.phase = "backward"
+        try:
+            yield
+        finally:
+            if self._ops is not None:
+                self._ops.pass_ended()
+            if self._modules is not None:
+                self._modules.new_pass()
 
     def backward_of(
         self,
