@@ -216,3 +216,58 @@ def test_a_modules_line_is_where_the_traced_pass_called_it():
         net(x).sum().backward()  # the traced pass: this line
     line = sys._getframe().f_lineno - 1
     assert [(info.name, info.line) for info in trace.graph.modules] == [("Linear", line)]
+
+
+FUNC_ONLY = """
+    import torch
+    from torch.func import grad
+
+    w = torch.tensor([1.0, 2.0])
+
+    def loss(w):
+        return (w.sin() * 3).sum()
+
+    print("grad", grad(loss)(w).tolist())
+"""
+
+
+def test_a_script_that_uses_only_torch_func_is_traced(tmp_path, capsys):
+    script = write_script(tmp_path, FUNC_ONLY)
+    assert main(["--views", "graph,backward", "--save-trace", str(tmp_path / "out"), str(script)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "grad [1.62090706825" in captured.out and "SinBackward0" in captured.out
+    data = json.loads((tmp_path / "out" / "script.json").read_text())
+    assert [step["name"] for step in data["backward"]] == ["SumBackward0", "MulBackward0", "SinBackward0"]
+    expected = (3 * torch.tensor([1.0, 2.0]).cos()).tolist()
+    assert data["backward"][2]["leaving"][0]["values"] == pytest.approx(expected)
+
+
+def test_record_sees_a_grad_imported_by_name_before_the_block():
+    from torch.autograd import grad  # bound before record() wraps torch.autograd.grad
+
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    with traces.record() as trace:
+        y = (w * w).sum()
+        (g,) = grad(y, w)
+    assert g.tolist() == [2.0, 4.0]
+    assert trace.graph is not None
+    assert [step.name for step in trace.backward] == ["SumBackward0", "MulBackward0"]
+    assert {node.variable for node in trace.graph.nodes} >= {"y", "w"}
+    assert torch.autograd._engine_run_backward is torch.autograd.graph._engine_run_backward  # put back
+
+
+def test_a_backward_imported_by_name_is_counted_once(tmp_path, capsys):
+    script = write_script(
+        tmp_path,
+        """
+        import torch
+        from torch.autograd import backward
+
+        w = torch.ones(2, requires_grad=True)
+        backward((w * 3).sum())
+        (w * 2).sum().backward()
+        """,
+    )
+    assert main(["--backward", "3", str(script)]) == 1
+    assert "called backward 2 times; --backward 3 asks for the 3rd" in capsys.readouterr().err

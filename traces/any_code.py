@@ -9,10 +9,12 @@
     trace.save("traces")  # traces/trace.json, .mmd and .svg
 
 Recording starts with the block and ends when the block's first backward pass
-(``Tensor.backward``, ``torch.autograd.backward`` or ``torch.autograd.grad``)
-ends, or with the block if it has none. To find that backward, the block runs
-with ``torch.autograd.backward`` and ``torch.autograd.grad`` wrapped
-(``Tensor.backward`` calls the first). The wrappers count the calls and record
+(``Tensor.backward``, ``torch.autograd.backward`` or ``torch.autograd.grad``,
+also as ``torch.func.grad`` calls it) ends, or with the block if it has none.
+To find that backward, the block runs with ``torch.autograd.backward`` and
+``torch.autograd.grad`` wrapped (``Tensor.backward`` calls the first), and the
+engine's entry that both call, so that a ``grad`` imported by name before the
+block (``from torch.autograd import grad``) is seen too. The wrappers count the calls and record
 the one asked for; every call gets its arguments and returns its result
 unchanged. The originals are put back as soon as the traced backward ends, or
 when the block ends (also on an error or Ctrl-C), whichever comes first.
@@ -37,8 +39,14 @@ import torch
 from traces.places import TORCH_DIR, is_users_file, users_frame
 from traces.trace import Trace, Tracer
 
-# Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional, ...
-USERS_WAY_IN = (os.path.join(TORCH_DIR, "_tensor.py"), os.path.join(TORCH_DIR, "autograd") + os.sep)
+# Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional,
+# torch.func's grad, vjp and jacrev (which call torch.autograd.grad), ...
+USERS_WAY_IN = (
+    os.path.join(TORCH_DIR, "_tensor.py"),
+    os.path.join(TORCH_DIR, "autograd") + os.sep,
+    os.path.join(TORCH_DIR, "_functorch") + os.sep,
+    os.path.join(TORCH_DIR, "func") + os.sep,
+)
 
 
 def called_by_users_code(caller: FrameType | None) -> bool:
@@ -86,8 +94,13 @@ def named_outputs(outputs: list[torch.Tensor], local_names: dict[str, torch.Tens
 PASSES_CALLS_ON = ("wrapper", "_record")
 
 
+# What torch.autograd.backward and torch.autograd.grad call to run the engine (torch 2.3 and newer).
+ENGINE_ENTRY = "_engine_run_backward"
+
+
 class BackwardWatch:
-    """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass.
+    """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass,
+    and the engine's entry that both call, for a ``grad`` imported by name before the wrapping.
 
     ``calls`` counts the backward passes the code started: one inside another
     (a reentrant checkpoint's) is part of the outer one, and one torch runs for
@@ -107,6 +120,9 @@ class BackwardWatch:
     def install(self) -> None:
         self._wrap("backward", lambda args, kwargs: args[0] if args else kwargs.get("tensors"))
         self._wrap("grad", lambda args, kwargs: args[0] if args else kwargs.get("outputs"))
+        # Both run the engine through this name in torch.autograd's namespace: a ``grad`` or
+        # ``backward`` the code imported by name before recording started reaches it unwrapped.
+        self._wrap(ENGINE_ENTRY, lambda args, kwargs: args[0] if args else kwargs.get("t_outputs"))
 
     def remove(self) -> None:
         """Put the originals back; safe to call more than once."""
@@ -116,7 +132,9 @@ class BackwardWatch:
         self._wrappers = {}
 
     def _wrap(self, name: str, outputs_of: Callable) -> None:
-        original = getattr(torch.autograd, name)
+        original = getattr(torch.autograd, name, None)
+        if original is None:  # an older torch without the engine's entry: the two wrappers do
+            return
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):

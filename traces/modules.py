@@ -127,22 +127,29 @@ class ModuleRecorder:
         """The parameters of the modules that ran, by their names in the outermost module (after
         that module's name, where several ran: ``D.0.weight``)."""
         names: dict[str, torch.Tensor] = {}
-        root_names = self._root_names()
+        root_names, several = self._root_names(), self._several()
         for root in self.roots():
-            prefix = root_names[id(root)] + "." if len(root_names) > 1 else ""
+            prefix = root_names[id(root)] + "." if several else ""
             for name, parameter in original(root).named_parameters():
                 names.setdefault(prefix + name, parameter)
         return names
+
+    def _several(self) -> bool:
+        """Whether several outermost modules made nodes (modules that made none, like torch's own
+        GraphModule inside a compiled model, do not count)."""
+        makers = {id(module) for _, module in self._made_by.values()}
+        return sum(any(id(inner) in makers for inner in root.modules()) for root in self.roots()) > 1
 
     def _root_names(self) -> dict[int, str]:
         """id(root) -> its name: its class when it ran alone; else the user's variable, or the class
         numbered (``Linear``, ``Linear (2)``) where none holds it."""
         roots = self.roots()
+        several = self._several()
         names: dict[int, str] = {}
         taken: dict[str, int] = {}
         for root in roots:
             name = type(original(root)).__name__
-            if len(roots) > 1:
+            if several:
                 name = variable_name(root, self._variables.get(id(root), {})) or name
             taken[name] = taken.get(name, 0) + 1
             names[id(root)] = name if taken[name] == 1 else f"{name} ({taken[name]})"
@@ -153,13 +160,15 @@ class ModuleRecorder:
 
         A module called at the top level is named by its class (``NeuralNetwork``);
         the modules inside it by their attribute path (``linear_relu_stack.0``).
+        Where several models made nodes, each by its variable and the paths inside it
+        after that name (``D``, ``D.0``).
         """
         names: dict[int, str] = {}
         parents: dict[int, str | None] = {}
-        root_names = self._root_names()
+        root_names, several = self._root_names(), self._several()
         for root in self.roots():
             root_name = root_names[id(root)]
-            prefix = root_name + "." if len(root_names) > 1 else ""  # several models: each inside its own name
+            prefix = root_name + "." if several else ""  # several models: each inside its own name
             names[id(root)], parents[id(root)] = root_name, None  # a compiled module is named as what it compiles
             for path, module in original(root).named_modules():
                 if id(module) in names:
