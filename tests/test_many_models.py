@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint_sequential
 import traces
 from traces.__main__ import main
 from traces.json_file import trace_to_dict
+from traces.places import TRACES_DIR
 
 
 def shown(trace, depth: int | None = None, views=("graph", "backward")) -> str:
@@ -271,3 +272,53 @@ def test_a_backward_imported_by_name_is_counted_once(tmp_path, capsys):
     )
     assert main(["--backward", "3", str(script)]) == 1
     assert "called backward 2 times; --backward 3 asks for the 3rd" in capsys.readouterr().err
+
+
+RAISES_IN_BACKWARD = """
+    import torch
+
+
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise ValueError("boom in backward")
+
+
+    w = torch.ones(2, requires_grad=True)
+    Boom.apply(w).sum().backward()
+"""
+
+
+def test_a_traceback_from_the_traced_backward_reads_as_it_does_untraced(tmp_path):
+    script = write_script(tmp_path, RAISES_IN_BACKWARD)
+    env = {"COLUMNS": "120", "PATH": "/usr/bin:/bin"}
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    traced = subprocess.run(
+        [sys.executable, "-m", "traces", str(script)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert plain.returncode == traced.returncode == 1
+    assert plain.stderr.endswith("ValueError: boom in backward\n")
+    assert traced.stderr == plain.stderr
+
+
+def test_record_leaves_no_tracer_frame_in_the_codes_traceback():
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise ValueError("boom in backward")
+
+    w = torch.ones(2, requires_grad=True)
+    with pytest.raises(ValueError, match="boom in backward") as caught:
+        with traces.record():
+            Boom.apply(w).sum().backward()
+    files = [str(entry.path) for entry in caught.traceback]
+    assert not [f for f in files if f.startswith(TRACES_DIR + os.sep)]
+    assert any(f.endswith(os.path.join("torch", "autograd", "__init__.py")) for f in files)

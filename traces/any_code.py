@@ -32,11 +32,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 
 import torch
 
-from traces.places import TORCH_DIR, is_users_file, users_frame
+from traces.places import TORCH_DIR, TRACES_DIR, is_users_file, users_frame
 from traces.trace import Trace, Tracer
 
 # Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional,
@@ -87,6 +87,19 @@ def named_outputs(outputs: list[torch.Tensor], local_names: dict[str, torch.Tens
         fallback = "output" if len(outputs) == 1 else f"output {number}"
         named[name_of.get(id(tensor), fallback)] = tensor
     return named
+
+
+def without_tracer_frames(tb: TracebackType | None) -> TracebackType | None:
+    """A traceback without the tracer's own frames (the watch's wrappers): what the code's
+    traceback would be, had it run untraced."""
+    kept = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(TRACES_DIR + os.sep):
+            kept.append(tb)
+        tb = tb.tb_next
+    for entry, after in zip(kept, [*kept[1:], None]):
+        entry.tb_next = after
+    return kept[0] if kept else None
 
 
 # The watch's functions that only pass the code's backward call on to torch: a debugger
@@ -147,6 +160,9 @@ class BackwardWatch:
                     with self.tracer.untraced_backward():
                         return original(*args, **kwargs)
                 return self._record(original, outputs_of(args, kwargs), sys._getframe(1), args, kwargs)
+            except BaseException as error:  # the code's error: its traceback reads as it does untraced
+                error.__traceback__ = without_tracer_frames(error.__traceback__)
+                raise
             finally:
                 self._inside -= 1
 
