@@ -322,3 +322,42 @@ def test_record_leaves_no_tracer_frame_in_the_codes_traceback():
     files = [str(entry.path) for entry in caught.traceback]
     assert not [f for f in files if f.startswith(TRACES_DIR + os.sep)]
     assert any(f.endswith(os.path.join("torch", "autograd", "__init__.py")) for f in files)
+
+
+def test_autograd_grad_says_what_it_did_not_ask_for_and_where_the_gradient_goes():
+    w = torch.tensor(3.0, requires_grad=True)
+    x = torch.tensor(2.0, requires_grad=True)
+    with traces.record() as trace:
+        y = w * x
+        (grad_x,) = torch.autograd.grad(y, x)
+    assert grad_x.item() == 3.0 and x.grad is None and w.grad is None
+    by_variable = {node.variable: node for node in trace.graph.nodes}
+    assert trace.graph.inputs == [by_variable["x"].id] and trace.graph.returns is True
+    out = shown(trace)
+    assert "grad_w: none (not asked for: autograd.grad computes only the gradients of its inputs)" in out
+    assert "needs no gradient" not in out
+    assert "autograd.grad returns this gradient; .grad is left as it was (this node does not run)" in out
+    assert "not an input of autograd.grad: no gradient is computed for it, .grad is left as it was" in out
+    graph = trace_to_dict(trace)["graph"]
+    assert (graph["inputs"], graph["returns"]) == ([by_variable["x"].id], True)
+
+
+def test_backward_with_inputs_says_which_gradients_it_skipped():
+    w = torch.tensor(3.0, requires_grad=True)
+    x = torch.tensor(2.0, requires_grad=True)
+    with traces.record() as trace:
+        y = w * x
+        y.backward(inputs=[w])
+    assert w.grad.item() == 2.0 and x.grad is None
+    out = shown(trace)
+    assert "grad_x: none (not asked for: backward(inputs=...) computes only the gradients of its inputs)" in out
+    assert "autograd.grad" not in out and trace.graph.returns is False
+
+
+def test_an_input_that_needs_no_gradient_is_still_said_so():
+    w = torch.tensor(3.0, requires_grad=True)
+    with traces.record() as trace:
+        y = w + torch.tensor(2.0)
+        y.backward()
+    assert trace.graph.inputs is None
+    assert "grad_other: none (this input needs no gradient)" in shown(trace)

@@ -173,11 +173,26 @@ class BackwardWatch:
         try:
             local_names = tensor_names(users_frame(caller))
             outputs = named_outputs(as_tensors(outputs), local_names)
-            with self.tracer.backward_of(outputs, names=local_names):
+            inputs, returns = asked_for(original.__name__, args, kwargs)
+            with self.tracer.backward_of(outputs, names=local_names, inputs=inputs, returns=returns):
                 return original(*args, **kwargs)
         finally:
             self.recorded = True
             self.remove()
+
+
+def asked_for(name: str, args, kwargs) -> tuple[list[torch.Tensor] | None, bool]:
+    """The tensors whose gradients a backward call asks for (None: every leaf's), and whether it
+    returns them (``torch.autograd.grad``) rather than filling in ``.grad``."""
+    if name == "grad":
+        return as_tensors(args[1] if len(args) > 1 else kwargs.get("inputs")), True
+    if name == "backward":
+        inputs = args[5] if len(args) > 5 else kwargs.get("inputs")
+        return (as_tensors(inputs) or None if inputs is not None else None), False
+    # The engine's entry: (outputs, grad_outputs, retain_graph, create_graph, inputs, allow_unused, accumulate_grad)
+    returns = not (args[6] if len(args) > 6 else kwargs.get("accumulate_grad", True))
+    inputs = args[4] if len(args) > 4 else kwargs.get("inputs")
+    return (as_tensors(inputs) or None), returns
 
 
 @contextmanager

@@ -36,6 +36,12 @@ Schema (``schema_version`` 6); every key is always present:
     the order they were first called: ``{name, kind, parent, path, line}``;
     ``kind`` is the class, ``parent`` the name of the module it sits in (``null``
     for an outermost one), ``path`` and ``line`` where the user's code first called it
+    in the traced pass; several models are each named by the user's variable, and the
+    modules inside by paths after it (``D``, ``D.0``)
+  - ``inputs``: the ids of the nodes whose gradients the call asked for
+    (``torch.autograd.grad``'s inputs, or ``backward(inputs=...)``), ``null`` for
+    every leaf's ``.grad``; ``returns``: ``true`` where the call returns the
+    gradients (``torch.autograd.grad``) and leaves ``.grad`` as it was
 - ``backward``: the steps in the order the engine ran them:
   ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
@@ -99,7 +105,7 @@ Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
 ``quantized`` to tensor summaries.
 
-Version 6 added ``backward_pass`` to ops (before it, the ops of the passes before the
+Version 6 added ``inputs`` and ``returns`` to the graph, and ``backward_pass`` to ops (before it, the ops of the passes before the
 traced one were all labelled ``"forward"``).
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes
