@@ -361,3 +361,56 @@ def test_an_input_that_needs_no_gradient_is_still_said_so():
         y.backward()
     assert trace.graph.inputs is None
     assert "grad_other: none (this input needs no gradient)" in shown(trace)
+
+
+class Double(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2  # not the node's line: apply made the node
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2
+
+
+class Triple(torch.autograd.Function):  # the setup_context style: forward takes no ctx
+    @staticmethod
+    def forward(x):
+        return x * 3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 3
+
+
+def test_a_custom_functions_node_points_at_the_line_that_called_apply():
+    w = torch.ones(2, requires_grad=True)
+    with traces.record() as trace:
+        y = Double.apply(w)
+        apply_line = sys._getframe().f_lineno - 1
+        z = Triple.apply(y)
+        (z.sum()).backward()
+    lines = {node.name: node.line for node in trace.graph.nodes}
+    assert lines["DoubleBackward"] == apply_line and lines["TripleBackward"] == apply_line + 2
+
+
+def test_a_full_backward_hooks_output_node_is_filed_under_its_module():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    net[0].register_full_backward_hook(lambda module, grad_input, grad_output: None)
+    with traces.record() as trace:
+        net(torch.ones(1, 2, requires_grad=True)).sum().backward()
+    hooks = [node.module for node in trace.graph.nodes if node.name == "BackwardHookFunctionBackward"]
+    assert hooks == ["0", "0"]  # the output side's and the input side's
+
+
+def test_one_level_deep_is_said_in_the_singular():
+    G, D, x = gan()
+    with traces.record() as trace:
+        D(G(x)).sum().backward()
+    assert "by module, 1 level deep" in shown(trace, 1)
+    assert "by module, 2 levels deep" in shown(trace, 2)

@@ -108,8 +108,15 @@ class ModuleRecorder:
             if id(fn) in seen or id(fn) in boundary or id(getattr(fn, "variable", None)) in boundary:
                 continue
             seen.add(id(fn))
-            self._made_by.setdefault(id(fn), (fn, module))
+            self._made_by.setdefault(id(fn), (fn, self._hook_owner(fn) or module))
             queue.extend(next_fn for next_fn, _ in fn.next_functions if next_fn is not None)
+
+    def _hook_owner(self, fn) -> nn.Module | None:
+        """For the node a full backward hook puts on a module's output (made after the forward
+        hooks ran, so the module's own claim missed it): that module, the one behind it."""
+        if type(fn).__name__ != "BackwardHookFunctionBackward" or id(fn) in self._made_by:
+            return None
+        return next((self._made_by[id(n)][1] for n, _ in fn.next_functions if n is not None and id(n) in self._made_by), None)
 
     def roots(self) -> list[nn.Module]:
         """The outermost modules that ran: those that ran and are inside no other that ran."""

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from traces.native import FirstCall, observe_call
-from traces.places import importing_now, users_line
+from traces.places import importing_now, node_makers_line
 from traces.tensors import _tracer_at_work as _at_work
 from traces.tensors import dtype_name, iter_tensors
 
@@ -172,7 +172,7 @@ class OpRecorder(TorchDispatchMode):
         number = next_sequence_nr()
         if number != self._noted:  # this operator made autograd nodes: note where the user's code is
             self._noted = number
-            self.node_places.note(number, users_line())
+            self.node_places.note(number, node_makers_line())
         # What follows is the tracer's work (even the operator's Python wrapper is not the
         # code's): tracer_at_work, written out, since this runs for every operator.
         token = _at_work.set(True)

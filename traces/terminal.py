@@ -264,7 +264,7 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
         Text.assemble(
             ("Autograd graph", "bold"),
             f" of {outputs}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, "
-            + (f"by module, {depth} levels deep" if graph.modules else "by the line of code that made them"),
+            + (f"by module, {depth} level{'' if depth == 1 else 's'} deep" if graph.modules else "by the line of code that made them"),
             (" (--depth N to open more levels; the JSON has every node)" if graph.modules else "", "dim"),
         ),
     )
