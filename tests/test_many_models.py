@@ -416,3 +416,14 @@ def test_one_level_deep_is_said_in_the_singular():
         D(G(x)).sum().backward()
     assert "by module, 1 level deep" in shown(trace, 1)
     assert "by module, 2 levels deep" in shown(trace, 2)
+
+
+def test_a_model_and_its_loss_module_keep_the_models_own_names():
+    torch.manual_seed(0)
+    net, loss_fn = nn.Sequential(nn.Linear(3, 2)), nn.CrossEntropyLoss()
+    with traces.record() as trace:
+        loss_fn(net(torch.randn(2, 3)), torch.tensor([0, 1])).backward()
+    assert modules_of(trace) == {
+        "CrossEntropyLoss": ("CrossEntropyLoss", None), "Sequential": ("Sequential", None), "0": ("Linear", "Sequential"),
+    }  # fmt: skip
+    assert leaf_names(trace) == {"0.weight", "0.bias"}

@@ -92,12 +92,12 @@ template_url}``: ``path`` in PyTorch's repository; ``kind`` ``"repository"``
 was built, so not in the repository and without ``url``; ``template`` is the
 repository file it is generated from) or ``"elsewhere"`` (outside PyTorch).
 
-A tensor summary is ``{shape, dtype, values, norm, layout, nnz, coalesced_nnz, quantized}``:
+A tensor summary is ``{shape, dtype, values, norm, layout, nnz, quantized}``:
 ``values`` for tensors of at most 16 elements (a complex number as ``[real,
 imaginary]``; a quantized tensor's values dequantized), ``norm`` for larger
 floating-point and complex tensors; ``layout`` (``"sparse_coo"``, ...) and
-``nnz`` (stored entries, an index stored twice counted twice) and ``coalesced_nnz``
-(the entries once summed by index, only where fewer) for a sparse tensor, which keeps its ``norm`` but no
+``nnz`` (stored entries, an index stored twice counted twice, as ``_nnz()`` counts
+them) for a sparse tensor, which keeps its ``norm`` but no
 values; ``quantized`` (e.g. ``"per_tensor_affine scale=0.1 zero_point=0"``) for a
 quantized one.
 
@@ -106,8 +106,8 @@ Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
 ``quantized`` to tensor summaries.
 
-Version 6 added ``inputs`` and ``returns`` to the graph, ``coalesced_nnz`` to tensor summaries (``nnz``
-had been the coalesced count), and ``backward_pass`` to ops (before it, the ops of the passes before the
+Version 6 added ``inputs`` and ``returns`` to the graph (and ``nnz`` became the stored
+count; it had been the coalesced one), and ``backward_pass`` to ops (before it, the ops of the passes before the
 traced one were all labelled ``"forward"``).
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes

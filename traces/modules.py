@@ -142,10 +142,18 @@ class ModuleRecorder:
         return names
 
     def _several(self) -> bool:
-        """Whether several outermost modules made nodes (modules that made none, like torch's own
-        GraphModule inside a compiled model, do not count)."""
+        """Whether several outermost modules made nodes and have names inside them (submodules or
+        parameters) that could be the same: then each is named after its model. A module that
+        made no node (torch's own, like a compiled model's GraphModule), or has nothing inside
+        to name (a loss module, ``nn.CrossEntropyLoss()``), does not count."""
         makers = {id(module) for _, module in self._made_by.values()}
-        return sum(any(id(inner) in makers for inner in root.modules()) for root in self.roots()) > 1
+
+        def counts(root: nn.Module) -> bool:
+            inside = original(root)
+            has_names = next(inside.parameters(), None) is not None or len(list(inside.modules())) > 1
+            return has_names and any(id(inner) in makers for inner in root.modules())
+
+        return sum(counts(root) for root in self.roots()) > 1
 
     def _root_names(self) -> dict[int, str]:
         """id(root) -> its name: its class when it ran alone; else the user's variable, or the class

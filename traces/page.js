@@ -43,7 +43,7 @@
     if (summary === null || summary === undefined) return "None";
     if (summary.values !== null) return valuesText(summary.values);
     let text = shapeText(summary);
-    if (summary.layout) text += " " + summary.layout + " nnz=" + summary.nnz + (summary.coalesced_nnz != null ? " (" + summary.coalesced_nnz + " once coalesced)" : "");
+    if (summary.layout) text += " " + summary.layout + " nnz=" + summary.nnz;
     if (summary.norm !== null) text += " norm=" + g4(summary.norm);
     return text;
   }

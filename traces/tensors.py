@@ -73,7 +73,6 @@ class TensorSummary:
     norm: float | None = None  # the 2-norm, for large floating-point and complex tensors, and sparse ones
     layout: str | None = None  # "sparse_coo", "sparse_csr", ...; None for an ordinary (strided) tensor
     nnz: int | None = None  # a sparse tensor's number of stored entries (an index stored twice counts twice)
-    coalesced_nnz: int | None = None  # a sparse COO tensor's entries once summed by index, where fewer than nnz
     quantized: str | None = None  # a quantized tensor's scheme and scale, e.g. "per_tensor_affine scale=0.1 zero_point=0"
 
     def __str__(self) -> str:
@@ -83,8 +82,6 @@ class TensorSummary:
             text = f"{self.dtype}{self.shape}"
             if self.layout is not None:
                 text += f" {self.layout} nnz={self.nnz}"
-                if self.coalesced_nnz is not None:
-                    text += f" ({self.coalesced_nnz} once coalesced)"
             if self.norm is not None:
                 text += f" norm={self.norm:.4g}"
         if self.quantized is not None:
@@ -140,18 +137,16 @@ def _summarize(tensor: torch.Tensor) -> TensorSummary:
 
 def _sparse_summary(data: torch.Tensor, shape: list[int], dtype: str) -> TensorSummary:
     layout = str(data.layout).removeprefix("torch.")
-    coalesced_nnz = None
     if data.layout == torch.sparse_coo:
-        stored = data._nnz()
+        stored = data._nnz()  # as torch keeps it: an index stored twice counts twice
         values = data.coalesce().values()  # for the norm: an index stored twice is one entry, summed
-        coalesced_nnz = values.shape[0] if values.shape[0] != stored else None
     elif data.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
         values = data.values()
         stored = values.shape[0]
     else:
         return TensorSummary(shape, dtype, layout=layout)
     norm = torch.linalg.vector_norm(values).item() if values.is_floating_point() or values.is_complex() else None
-    return TensorSummary(shape, dtype, norm=norm, layout=layout, nnz=stored, coalesced_nnz=coalesced_nnz)
+    return TensorSummary(shape, dtype, norm=norm, layout=layout, nnz=stored)
 
 
 def _quantization(data: torch.Tensor) -> str:
