@@ -136,7 +136,7 @@ def test_json_has_the_documented_keys(trace, tmp_path):
     assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 6
     assert {"scenario", "torch_version", "device", "graph", "backward", "facts"} <= data.keys()
     assert data["scenario"] == "backward" and data["torch_version"] == torch.__version__
-    assert {"outputs", "nodes", "edges", "modules"} == data["graph"].keys()
+    assert {"outputs", "nodes", "edges", "modules", "inputs", "returns"} == data["graph"].keys()
     assert data["facts"]["w_grad"] == 5.0
     steps = data["backward"]
     assert [s["order"] for s in steps] == list(range(5))

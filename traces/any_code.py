@@ -9,10 +9,12 @@
     trace.save("traces")  # traces/trace.json, .mmd and .svg
 
 Recording starts with the block and ends when the block's first backward pass
-(``Tensor.backward``, ``torch.autograd.backward`` or ``torch.autograd.grad``)
-ends, or with the block if it has none. To find that backward, the block runs
-with ``torch.autograd.backward`` and ``torch.autograd.grad`` wrapped
-(``Tensor.backward`` calls the first). The wrappers count the calls and record
+(``Tensor.backward``, ``torch.autograd.backward`` or ``torch.autograd.grad``,
+also as ``torch.func.grad`` calls it) ends, or with the block if it has none.
+To find that backward, the block runs with ``torch.autograd.backward`` and
+``torch.autograd.grad`` wrapped (``Tensor.backward`` calls the first), and the
+engine's entry that both call, so that a ``grad`` imported by name before the
+block (``from torch.autograd import grad``) is seen too. The wrappers count the calls and record
 the one asked for; every call gets its arguments and returns its result
 unchanged. The originals are put back as soon as the traced backward ends, or
 when the block ends (also on an error or Ctrl-C), whichever comes first.
@@ -36,15 +38,21 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 
 import torch
 
-from traces.places import TORCH_DIR, is_users_file, users_frame
+from traces.places import TORCH_DIR, TRACES_DIR, is_users_file, users_frame
 from traces.trace import Trace, Tracer
 
-# Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional, ...
-USERS_WAY_IN = (os.path.join(TORCH_DIR, "_tensor.py"), os.path.join(TORCH_DIR, "autograd") + os.sep)
+# Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional,
+# torch.func's grad, vjp and jacrev (which call torch.autograd.grad), ...
+USERS_WAY_IN = (
+    os.path.join(TORCH_DIR, "_tensor.py"),
+    os.path.join(TORCH_DIR, "autograd") + os.sep,
+    os.path.join(TORCH_DIR, "_functorch") + os.sep,
+    os.path.join(TORCH_DIR, "func") + os.sep,
+)
 
 
 def called_by_users_code(caller: FrameType | None) -> bool:
@@ -87,13 +95,31 @@ def named_outputs(outputs: list[torch.Tensor], local_names: dict[str, torch.Tens
     return named
 
 
+def without_tracer_frames(tb: TracebackType | None) -> TracebackType | None:
+    """A traceback without the tracer's own frames (the watch's wrappers): what the code's
+    traceback would be, had it run untraced."""
+    kept = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(TRACES_DIR + os.sep):
+            kept.append(tb)
+        tb = tb.tb_next
+    for entry, after in zip(kept, [*kept[1:], None]):
+        entry.tb_next = after
+    return kept[0] if kept else None
+
+
 # The watch's functions that only pass the code's backward call on to torch: a debugger
 # (pydevd_plugins/extensions/stepthrough_session.py) steps through them into torch's own code.
 PASSES_CALLS_ON = ("wrapper", "_record")
 
 
+# What torch.autograd.backward and torch.autograd.grad call to run the engine (torch 2.3 and newer).
+ENGINE_ENTRY = "_engine_run_backward"
+
+
 class BackwardWatch:
-    """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass.
+    """Wraps ``torch.autograd.backward`` and ``torch.autograd.grad`` to record the N-th backward pass,
+    and the engine's entry that both call, for a ``grad`` imported by name before the wrapping.
 
     ``calls`` counts the backward passes the code started: one inside another
     (a reentrant checkpoint's) is part of the outer one, and one torch runs for
@@ -112,12 +138,16 @@ class BackwardWatch:
         self.thread = threading.get_ident()  # the thread, and the process, whose backward is traced
         self.pid = os.getpid()
         self._inside = 0  # backward passes running now on the traced thread
+        self._elsewhere_inside = threading.local()  # and on each other thread
         self._wrappers: dict[str, tuple[Callable, Callable]] = {}  # name -> (original, wrapper)
 
     def install(self) -> None:
         self.thread, self.pid = threading.get_ident(), os.getpid()
         self._wrap("backward", lambda args, kwargs: args[0] if args else kwargs.get("tensors"))
         self._wrap("grad", lambda args, kwargs: args[0] if args else kwargs.get("outputs"))
+        # Both run the engine through this name in torch.autograd's namespace: a ``grad`` or
+        # ``backward`` the code imported by name before recording started reaches it unwrapped.
+        self._wrap(ENGINE_ENTRY, lambda args, kwargs: args[0] if args else kwargs.get("t_outputs"))
 
     def remove(self) -> None:
         """Put the originals back; safe to call more than once."""
@@ -127,37 +157,68 @@ class BackwardWatch:
         self._wrappers = {}
 
     def _wrap(self, name: str, outputs_of: Callable) -> None:
-        original = getattr(torch.autograd, name)
+        original = getattr(torch.autograd, name, None)
+        if original is None:  # an older torch without the engine's entry: the two wrappers do
+            return
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
             if threading.get_ident() != self.thread or os.getpid() != self.pid:
-                if os.getpid() == self.pid and called_by_users_code(sys._getframe(1)):
-                    self.elsewhere += 1
-                return original(*args, **kwargs)
+                return self._untouched(original, args, kwargs)
             if self._inside or self.recorded or not self._wrappers or not called_by_users_code(sys._getframe(1)):
                 return original(*args, **kwargs)
             self.calls += 1
             self._inside += 1
             try:
                 if self.calls != self.wanted:
-                    return original(*args, **kwargs)
+                    with self.tracer.untraced_backward():
+                        return original(*args, **kwargs)
                 return self._record(original, outputs_of(args, kwargs), sys._getframe(1), args, kwargs)
+            except BaseException as error:  # the code's error: its traceback reads as it does untraced
+                error.__traceback__ = without_tracer_frames(error.__traceback__)
+                raise
             finally:
                 self._inside -= 1
 
         self._wrappers[name] = (original, wrapper)
         setattr(torch.autograd, name, wrapper)
 
+    def _untouched(self, original: Callable, args, kwargs):
+        """A backward on another thread (or in a forked child): run as it is, and counted once
+        (``backward`` calls the engine's entry, which is wrapped too)."""
+        outermost = not getattr(self._elsewhere_inside, "depth", 0)
+        if outermost and os.getpid() == self.pid and called_by_users_code(sys._getframe(2)):
+            self.elsewhere += 1
+        self._elsewhere_inside.depth = getattr(self._elsewhere_inside, "depth", 0) + 1
+        try:
+            return original(*args, **kwargs)
+        finally:
+            self._elsewhere_inside.depth -= 1
+
     def _record(self, original: Callable, outputs, caller: FrameType, args, kwargs):
         try:
             local_names = tensor_names(users_frame(caller))
             outputs = named_outputs(as_tensors(outputs), local_names)
-            with self.tracer.backward_of(outputs, names=local_names):
+            inputs, returns = asked_for(original.__name__, args, kwargs)
+            with self.tracer.backward_of(outputs, names=local_names, inputs=inputs, returns=returns):
                 return original(*args, **kwargs)
         finally:
             self.recorded = True
             self.remove()
+
+
+def asked_for(name: str, args, kwargs) -> tuple[list[torch.Tensor] | None, bool]:
+    """The tensors whose gradients a backward call asks for (None: every leaf's), and whether it
+    returns them (``torch.autograd.grad``) rather than filling in ``.grad``."""
+    if name == "grad":
+        return as_tensors(args[1] if len(args) > 1 else kwargs.get("inputs")), True
+    if name == "backward":
+        inputs = args[5] if len(args) > 5 else kwargs.get("inputs")
+        return (as_tensors(inputs) or None if inputs is not None else None), False
+    # The engine's entry: (outputs, grad_outputs, retain_graph, create_graph, inputs, allow_unused, accumulate_grad)
+    returns = not (args[6] if len(args) > 6 else kwargs.get("accumulate_grad", True))
+    inputs = args[4] if len(args) > 4 else kwargs.get("inputs")
+    return (as_tensors(inputs) or None), returns
 
 
 @contextmanager

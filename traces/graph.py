@@ -108,6 +108,37 @@ class AutogradGraph:
     nodes: list[AutogradNode]
     edges: list[Edge]
     modules: list[ModuleInfo] = field(default_factory=list)  # in the order their forward was first called
+    # The nodes whose gradients the call asked for (``torch.autograd.grad``'s inputs, or
+    # ``backward(inputs=...)``): a leaf's AccumulateGrad, another tensor's grad_fn. None: every
+    # leaf's .grad. ``returns``: the call returns the gradients (autograd.grad) and leaves .grad alone.
+    inputs: list[str] | None = None
+    returns: bool = False
+
+    def not_asked(self, node_id: str) -> dict[int, str]:
+        """The node's edge slots whose gradient the engine did not compute because the call did not
+        ask for it (no input it asked for lies behind the edge), each with the reason in words."""
+        if self.inputs is None:
+            return {}
+        reason = (
+            "not asked for: autograd.grad computes only the gradients of its inputs"
+            if self.returns
+            else "not asked for: backward(inputs=...) computes only the gradients of its inputs"
+        )
+        needed = self._leading_to_inputs()
+        return {edge.output_nr: reason for edge in self.edges_from(node_id) if edge.target not in needed}
+
+    def _leading_to_inputs(self) -> set[str]:
+        """The nodes from which some asked-for input is reached (the inputs too)."""
+        into: dict[str, list[str]] = {}
+        for edge in self.edges:
+            into.setdefault(edge.target, []).append(edge.source)
+        needed, queue = set(), list(self.inputs or [])
+        while queue:
+            node_id = queue.pop()
+            if node_id not in needed:
+                needed.add(node_id)
+                queue.extend(into.get(node_id, []))
+        return needed
 
     def node(self, node_id: str) -> AutogradNode:
         return self._index()[0][node_id]
@@ -198,6 +229,17 @@ def describe_graph(
                 edges.append(Edge(node_ids[id(fn)], node_ids[id(next_fn)], output_nr, input_nr))
     output_ids = [node_ids[id(t.grad_fn)] for t in outputs.values() if t.grad_fn is not None]
     return AutogradGraph(outputs=output_ids, nodes=nodes, edges=edges, modules=modules_in(nodes, modules or []))
+
+
+def input_node_ids(fns: list, graph: AutogradGraph, inputs: list[torch.Tensor]) -> list[str]:
+    """The ids of the nodes whose gradients ``inputs`` get: a leaf's AccumulateGrad, another
+    tensor's grad_fn (``fns`` are the graph's nodes, in the order ``graph.nodes`` describes them)."""
+    node_of = {}
+    for fn, node in zip(fns, graph.nodes):
+        leaf = getattr(fn, "variable", None)
+        node_of[id(leaf if leaf is not None else fn)] = node.id
+    found = (node_of.get(id(t.grad_fn if t.grad_fn is not None else t)) for t in inputs)
+    return [node_id for node_id in found if node_id is not None]
 
 
 def modules_in(nodes: list[AutogradNode], modules: list[ModuleInfo]) -> list[ModuleInfo]:
@@ -329,13 +371,27 @@ def read_saved_values(fn) -> list[SavedValue]:
     return saved
 
 
+def as_signed(value: object) -> object:
+    """A saved integer as the user wrote it. Every integer an ATen schema takes is signed (``int``,
+    ``SymInt``, ``int[]``: ``int64_t`` in derivatives.yaml), but a node's ``_saved_*`` getter hands it
+    back as unsigned: cross_entropy's ``ignore_index=-100`` reads 18446744073709551516, ``dim=-1``
+    18446744073709551615. Numbers at or above 2**63 are those negatives, read back as signed."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value >= 2**63:
+        return value - 2**64
+    if isinstance(value, (tuple, list)):
+        return type(value)(as_signed(item) for item in value)
+    return value
+
+
 def saved_value(name: str, value: object, version: int | None = None) -> SavedValue:
     if value is FREED:
         return SavedValue(name, freed=True)
     if isinstance(value, NotRead):
         return SavedValue(name, packed=packed_text(value.stored) if value == PACKED else str(value))
     if not isinstance(value, torch.Tensor):
-        return SavedValue(name, value=repr(value))
+        return SavedValue(name, value=repr(as_signed(value)))
     now = value._version
     saved_at = now if version is None else version
     return SavedValue(

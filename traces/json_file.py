@@ -6,7 +6,8 @@ Schema (``schema_version`` 6); every key is always present:
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
   ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
   fields listed at the end; 6 writes NaN and infinities as strings, adds
-  ``files``, and writes no absolute path, in facts either)
+  ``files``, writes no absolute path, in facts either, and adds the fields
+  listed at the end)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
@@ -37,14 +38,22 @@ Schema (``schema_version`` 6); every key is always present:
     the order they were first called: ``{name, kind, parent, path, line}``;
     ``kind`` is the class, ``parent`` the name of the module it sits in (``null``
     for an outermost one), ``path`` and ``line`` where the user's code first called it
+    in the traced pass; several models are each named by the user's variable, and the
+    modules inside by paths after it (``D``, ``D.0``)
+  - ``inputs``: the ids of the nodes whose gradients the call asked for
+    (``torch.autograd.grad``'s inputs, or ``backward(inputs=...)``), ``null`` for
+    every leaf's ``.grad``; ``returns``: ``true`` where the call returns the
+    gradients (``torch.autograd.grad``) and leaves ``.grad`` as it was
 - ``backward``: the steps in the order the engine ran them:
   ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
   what was sent (summed over the edges feeding it) where a hook changed it
-- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count}``,
-  ``phase`` being ``"forward"`` (from the start of the run to the traced
-  backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
-  ``count`` calls in a row with the same op, phase and shapes are folded into one entry
+- ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count,
+  backward_pass}``, ``phase`` being ``"forward"`` or ``"backward"`` of the backward
+  pass numbered ``backward_pass`` (1 for the first; the traced pass is the last,
+  and its forward runs from the end of the pass before it, or the start of the run,
+  to the traced backward), ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
+  ``count`` calls in a row with the same op, phase, pass and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
   ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
   torch is installed in, e.g. ``torch/autograd/__init__.py``
@@ -98,7 +107,8 @@ A tensor summary is ``{shape, dtype, values, norm, layout, nnz, quantized}``:
 ``values`` for tensors of at most 16 elements (a complex number as ``[real,
 imaginary]``; a quantized tensor's values dequantized), ``norm`` for larger
 floating-point and complex tensors; ``layout`` (``"sparse_coo"``, ...) and
-``nnz`` (stored entries) for a sparse tensor, which keeps its ``norm`` but no
+``nnz`` (stored entries, an index stored twice counted twice, as ``_nnz()`` counts
+them) for a sparse tensor, which keeps its ``norm`` but no
 values; ``quantized`` (e.g. ``"per_tensor_affine scale=0.1 zero_point=0"``) for a
 quantized one.
 
@@ -106,6 +116,10 @@ Version 5 added ``path``, ``line`` and ``made`` to nodes, ``modules`` to the gra
 ``packed`` and ``version_now`` to saved values, ``hooked_from`` to edges,
 ``before_hooks`` to backward steps, ``count`` to ops, and ``layout``, ``nnz`` and
 ``quantized`` to tensor summaries.
+
+Version 6 added ``inputs`` and ``returns`` to the graph (and ``nnz`` became the stored
+count; it had been the coalesced one), and ``backward_pass`` to ops (before it, the ops of the passes before the
+traced one were all labelled ``"forward"``).
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes
 through ``traces.paths.portable_path``, and so does every absolute path named

@@ -10,6 +10,15 @@ parameter. The inputs are taken before forward runs because an in-place
 operation (``nn.ReLU(inplace=True)``) gives its input tensor a new node; the
 hook also sees keyword arguments (``block(x=h)``).
 
+Modules are known by identity, and named the way the user would write them:
+one model alone keeps the names it always had (its class, and attribute paths
+inside it: ``linear_relu_stack.0``); where several outermost modules ran (a
+GAN's ``G`` and ``D``, ``checkpoint_sequential``'s blocks, two heads), each is
+named by the variable the user's code held it in when it was first called
+(``D``, or ``model.2`` for a block of ``model``; its class where no variable
+holds it), and everything inside it after that name (``D.0``, ``D.0.weight``),
+so that no two models share a name.
+
 Inside code that ``torch.compile`` is compiling the hooks do nothing, so
 that they cause no graph break: a compiled model's nodes belong to the
 compiled module as a whole.
@@ -17,13 +26,14 @@ compiled module as a whole.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 from torch import nn
 
 from traces.graph import ModuleInfo
-from traces.places import users_line
+from traces.places import users_frame, users_line
 from traces.tensors import iter_tensors, tracer_at_work
 
 
@@ -41,6 +51,8 @@ class ModuleRecorder:
         self._modules: dict[int, nn.Module] = {}  # every module whose forward ran, in the order first called
         self._called_at: dict[int, tuple[str, int] | None] = {}  # id(module) -> the user's line that first called it
         self._inputs: dict[int, list[set[int]]] = {}  # id(module) -> per running call: ids of its input nodes
+        # id(module) -> the modules the user's code held in variables when it was first called, by name
+        self._variables: dict[int, dict[str, nn.Module]] = {}
         self._handles: list = []
         self._filter = None  # the warnings filter this recorder added
 
@@ -73,6 +85,8 @@ class ModuleRecorder:
         with tracer_at_work():
             if id(module) not in self._modules:
                 self._modules[id(module)] = module
+                self._variables[id(module)] = module_variables(users_frame(sys._getframe(1)))
+            if id(module) not in self._called_at:
                 self._called_at[id(module)] = users_line()
             self._inputs.setdefault(id(module), []).append(input_nodes(args))
 
@@ -94,8 +108,15 @@ class ModuleRecorder:
             if id(fn) in seen or id(fn) in boundary or id(getattr(fn, "variable", None)) in boundary:
                 continue
             seen.add(id(fn))
-            self._made_by.setdefault(id(fn), (fn, module))
+            self._made_by.setdefault(id(fn), (fn, self._hook_owner(fn) or module))
             queue.extend(next_fn for next_fn, _ in fn.next_functions if next_fn is not None)
+
+    def _hook_owner(self, fn) -> nn.Module | None:
+        """For the node a full backward hook puts on a module's output (made after the forward
+        hooks ran, so the module's own claim missed it): that module, the one behind it."""
+        if type(fn).__name__ != "BackwardHookFunctionBackward" or id(fn) in self._made_by:
+            return None
+        return next((self._made_by[id(n)][1] for n, _ in fn.next_functions if n is not None and id(n) in self._made_by), None)
 
     def roots(self) -> list[nn.Module]:
         """The outermost modules that ran: those that ran and are inside no other that ran."""
@@ -105,12 +126,48 @@ class ModuleRecorder:
                 inside.update(id(sub) for sub in module.modules() if sub is not module)
         return [module for module in self._modules.values() if id(module) not in inside]
 
+    def new_pass(self) -> None:
+        """A backward pass before the traced one ended: a module's line is where the traced pass calls it."""
+        self._called_at.clear()
+
     def parameter_names(self) -> dict[str, torch.Tensor]:
-        """The parameters of the modules that ran, by their names in the outermost module."""
+        """The parameters of the modules that ran, by their names in the outermost module (after
+        that module's name, where several ran: ``D.0.weight``)."""
         names: dict[str, torch.Tensor] = {}
+        root_names, several = self._root_names(), self._several()
         for root in self.roots():
+            prefix = root_names[id(root)] + "." if several else ""
             for name, parameter in original(root).named_parameters():
-                names.setdefault(name, parameter)
+                names.setdefault(prefix + name, parameter)
+        return names
+
+    def _several(self) -> bool:
+        """Whether several outermost modules made nodes and have names inside them (submodules or
+        parameters) that could be the same: then each is named after its model. A module that
+        made no node (torch's own, like a compiled model's GraphModule), or has nothing inside
+        to name (a loss module, ``nn.CrossEntropyLoss()``), does not count."""
+        makers = {id(module) for _, module in self._made_by.values()}
+
+        def counts(root: nn.Module) -> bool:
+            inside = original(root)
+            has_names = next(inside.parameters(), None) is not None or len(list(inside.modules())) > 1
+            return has_names and any(id(inner) in makers for inner in root.modules())
+
+        return sum(counts(root) for root in self.roots()) > 1
+
+    def _root_names(self) -> dict[int, str]:
+        """id(root) -> its name: its class when it ran alone; else the user's variable, or the class
+        numbered (``Linear``, ``Linear (2)``) where none holds it."""
+        roots = self.roots()
+        several = self._several()
+        names: dict[int, str] = {}
+        taken: dict[str, int] = {}
+        for root in roots:
+            name = type(original(root)).__name__
+            if several:
+                name = variable_name(root, self._variables.get(id(root), {})) or name
+            taken[name] = taken.get(name, 0) + 1
+            names[id(root)] = name if taken[name] == 1 else f"{name} ({taken[name]})"
         return names
 
     def _names(self) -> tuple[dict[int, str], dict[int, str | None]]:
@@ -118,21 +175,21 @@ class ModuleRecorder:
 
         A module called at the top level is named by its class (``NeuralNetwork``);
         the modules inside it by their attribute path (``linear_relu_stack.0``).
+        Where several models made nodes, each by its variable and the paths inside it
+        after that name (``D``, ``D.0``).
         """
         names: dict[int, str] = {}
         parents: dict[int, str | None] = {}
-        root_classes: dict[str, int] = {}
+        root_names, several = self._root_names(), self._several()
         for root in self.roots():
-            root_name = type(original(root)).__name__
-            root_classes[root_name] = root_classes.get(root_name, 0) + 1
-            if root_classes[root_name] > 1:  # two outermost modules of one class: Linear, Linear (2)
-                root_name += f" ({root_classes[root_name]})"
+            root_name = root_names[id(root)]
+            prefix = root_name + "." if several else ""  # several models: each inside its own name
             names[id(root)], parents[id(root)] = root_name, None  # a compiled module is named as what it compiles
             for path, module in original(root).named_modules():
                 if id(module) in names:
                     continue
-                names[id(module)] = path or root_name
-                parents[id(module)] = None if not path else (path.rpartition(".")[0] or root_name)
+                names[id(module)] = prefix + path if path else root_name
+                parents[id(module)] = None if not path else (prefix + path.rpartition(".")[0] if "." in path else root_name)
         return names, parents
 
     def module_names(self) -> dict[int, str]:
@@ -152,6 +209,31 @@ class ModuleRecorder:
                     path, line = self._called_at.get(id(inner)) or (None, None)
                     infos[name] = ModuleInfo(name, kind_of(inner), parents[id(inner)], path, line)
         return list(infos.values())
+
+
+def module_variables(frame) -> dict[str, nn.Module]:
+    """The modules a frame of the user's code holds in variables, its locals first, by name."""
+    if frame is None:
+        return {}
+    found: dict[str, nn.Module] = {}
+    for scope in (frame.f_locals, frame.f_globals):
+        for name, value in list(scope.items()):
+            if isinstance(value, nn.Module) and not name.startswith("_"):
+                found.setdefault(name, value)
+    return found
+
+
+def variable_name(module: nn.Module, variables: dict[str, nn.Module]) -> str | None:
+    """The path the user would write for ``module``: the variable holding it (``D``), or the
+    path to it inside a module a variable holds (``model.2``); None where neither is found."""
+    for name, value in variables.items():
+        if value is module:
+            return name
+    for name, value in variables.items():
+        for path, inner in value.named_modules():
+            if inner is module and path:
+                return f"{name}.{path}"
+    return None
 
 
 def original(module: nn.Module) -> nn.Module:

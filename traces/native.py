@@ -629,14 +629,18 @@ def format_values(values) -> str:
     return str(values)
 
 
-def gradient_equations(derivative: NodeDerivative, node, step, slot_targets: Mapping[int, str | None]) -> list[str]:
+def gradient_equations(
+    derivative: NodeDerivative, node, step, slot_targets: Mapping[int, str | None], not_asked: Mapping[int, str] | None = None
+) -> list[str]:
     """One line per input of a node that ran in backward: its formula, with names and numbers.
 
     ``node`` is the ``AutogradNode`` (its saved values and variable name),
     ``step`` the ``BackwardStep`` (the gradients arriving and leaving), and
     ``slot_targets`` the variable name at the end of each edge slot, where
-    known. For ``y = a * b``: ``grad_a = grad * b = 1 * 2 = 2``.
+    known; ``not_asked`` the slots whose gradient the call did not ask for, with why
+    (``AutogradGraph.not_asked``). For ``y = a * b``: ``grad_a = grad * b = 1 * 2 = 2``.
     """
+    not_asked = not_asked or {}
     arriving = gradient_text(step.arriving[0]) if step.arriving else None
     if derivative.kind == "c++" and node.is_leaf:
         return [f"{node.variable or 'leaf'}.grad += {arriving}"] if arriving else []
@@ -652,7 +656,7 @@ def gradient_equations(derivative: NodeDerivative, node, step, slot_targets: Map
     for slot, name in enumerate(names):
         left = f"grad_{slot_targets.get(slot) or name}"
         if step.leaving[slot] is None:
-            lines.append(f"{left}: none (this input needs no gradient)")
+            lines.append(f"{left}: none ({not_asked.get(slot, 'this input needs no gradient')})")
             continue
         formula = derivative.formula_for(name.split("[")[0])
         if formula is None:

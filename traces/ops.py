@@ -3,7 +3,9 @@
 A ``TorchDispatchMode`` sits below autograd in PyTorch's dispatcher, so it sees
 the operators that really run: those of the forward pass, and those the autograd
 engine runs for backward (it carries the mode into its work). Each call is
-labelled with the phase the tracer was in.
+labelled with the phase the tracer was in, and the backward pass it belongs
+to: with ``--backward 2``, pass 1's forward and backward ran before the traced
+pass 2's.
 
 The same mode notes where the user's code was when an operator made an
 autograd node. Autograd numbers the nodes it makes, in order
@@ -27,7 +29,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from traces.native import FirstCall, observe_call
-from traces.places import importing_now, users_line
+from traces.places import importing_now, node_makers_line
 from traces.tensors import _tracer_at_work as _at_work
 from traces.tensors import dtype_name, iter_tensors
 
@@ -51,6 +53,7 @@ class OpCall:
     inputs: list[TensorMeta]
     outputs: list[TensorMeta]
     count: int = 1  # calls in a row with the same op, phase and shapes, folded into one
+    backward_pass: int = 1  # the pass it belongs to: its forward runs before backward pass k ends
 
 
 def tensor_metas(value) -> list[TensorMeta]:
@@ -111,7 +114,8 @@ class OpRecorder(TorchDispatchMode):
     def __init__(self, native: bool = False) -> None:
         super().__init__()
         self.phase = "forward"
-        self._calls: list[list] = []  # [phase, op, inputs, outputs, count]; see ``calls``
+        self.backward_pass = 1  # the pass the calls from now on belong to
+        self._calls: list[list] = []  # [phase, op, inputs, outputs, count, backward_pass]; see ``calls``
         self._names: dict = {}  # operator -> its name
         self.node_places = NodePlaces()
         self._noted = self.node_places._first
@@ -150,7 +154,15 @@ class OpRecorder(TorchDispatchMode):
     @property
     def calls(self) -> list[OpCall]:
         """The calls so far, in order, consecutive identical ones folded (with their count)."""
-        return [OpCall(phase, op, metas(inputs), metas(outputs), count) for phase, op, inputs, outputs, count in self._calls]
+        return [
+            OpCall(phase, op, metas(inputs), metas(outputs), count, backward_pass)
+            for phase, op, inputs, outputs, count, backward_pass in self._calls
+        ]
+
+    def pass_ended(self) -> None:
+        """A backward pass before the traced one ended: what runs next is the next pass's forward."""
+        self.phase = "forward"
+        self.backward_pass += 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if kwargs is None:
@@ -163,7 +175,7 @@ class OpRecorder(TorchDispatchMode):
         number = next_sequence_nr()
         if number != self._noted:  # this operator made autograd nodes: note where the user's code is
             self._noted = number
-            self.node_places.note(number, users_line())
+            self.node_places.note(number, node_makers_line())
         # What follows is the tracer's work (even the operator's Python wrapper is not the
         # code's): tracer_at_work, written out, since this runs for every operator.
         token = _at_work.set(True)
@@ -179,10 +191,13 @@ class OpRecorder(TorchDispatchMode):
             if name is None:
                 name = self._names[func] = func.name()
             last = self._calls[-1] if self._calls else None
-            if last and last[1] == name and last[0] == self.phase and last[2] == inputs and last[3] == outputs:
+            if (
+                last and last[1] == name and last[0] == self.phase and last[2] == inputs and last[3] == outputs
+                and last[5] == self.backward_pass
+            ):  # fmt: skip
                 last[4] += 1
             else:
-                self._calls.append([self.phase, name, inputs, outputs, 1])
+                self._calls.append([self.phase, name, inputs, outputs, 1, self.backward_pass])
             if (self.phase, name) not in self.first_calls:
                 tensors = list(iter_tensors((args, kwargs))) or list(iter_tensors(result))  # a factory has no inputs
                 self.first_calls[self.phase, name] = observe_call(tensors, self.native)
@@ -202,11 +217,19 @@ class OpCount:
     first: OpCall
 
 
-def fold_calls(calls: list[OpCall], phase: str) -> list[OpCount]:
-    """One row per operator of ``phase``, in the order each first ran."""
+def passes(calls: list[OpCall]) -> list[int]:
+    """The backward passes the calls belong to, in order (the last is the traced one)."""
+    return sorted({call.backward_pass for call in calls}) or [1]
+
+
+def fold_calls(calls: list[OpCall], phase: str, backward_pass: int | None = None) -> list[OpCount]:
+    """One row per operator of ``phase`` in ``backward_pass`` (by default the traced pass, the
+    last), in the order each first ran."""
+    if backward_pass is None:
+        backward_pass = passes(calls)[-1]
     folded: dict[str, OpCount] = {}
     for call in calls:
-        if call.phase != phase:
+        if call.phase != phase or call.backward_pass != backward_pass:
             continue
         if call.op in folded:
             folded[call.op].count += call.count

@@ -52,7 +52,7 @@ def equations(trace: Trace) -> dict[str, list[str]]:
         if node.derivative is None:
             continue
         targets = {edge.output_nr: graph.node(edge.target).variable for edge in graph.edges_from(node.id)}
-        lines[node.id] = gradient_equations(node.derivative, node, step, targets)
+        lines[node.id] = gradient_equations(node.derivative, node, step, targets, graph.not_asked(node.id))
     return lines
 
 

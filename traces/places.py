@@ -41,6 +41,29 @@ def users_line(depth: int = 1) -> tuple[str, int] | None:
     return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
 
 
+def is_custom_forward(frame: FrameType) -> bool:
+    """Whether ``frame`` runs a custom ``autograd.Function``'s ``forward`` (which torch's C++
+    ``apply`` calls with the node it made as ``ctx``, or, with ``setup_context``, without one)."""
+    code = frame.f_code
+    if code.co_name != "forward":
+        return False
+    first = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+    if isinstance(first, torch.autograd.function.FunctionCtx):
+        return True
+    owner = frame.f_globals.get(getattr(code, "co_qualname", "").partition(".")[0])
+    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
+
+
+def node_makers_line(depth: int = 1) -> tuple[str, int] | None:
+    """``(path, line)`` of the user's code that made the autograd node being made now: as
+    ``users_line``, except that inside a custom ``autograd.Function``'s ``forward`` it is the
+    line that called ``.apply`` (apply makes the node, then runs forward)."""
+    frame = users_frame(sys._getframe(depth))
+    while frame is not None and is_custom_forward(frame):
+        frame = users_frame(frame.f_back)
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
+
+
 _import_system = sys.modules.get("importlib._bootstrap")
 
 

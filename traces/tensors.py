@@ -72,7 +72,7 @@ class TensorSummary:
     values: float | list | None = None  # the values, for small tensors; a complex number as [real, imaginary]
     norm: float | None = None  # the 2-norm, for large floating-point and complex tensors, and sparse ones
     layout: str | None = None  # "sparse_coo", "sparse_csr", ...; None for an ordinary (strided) tensor
-    nnz: int | None = None  # a sparse tensor's number of stored entries
+    nnz: int | None = None  # a sparse tensor's number of stored entries (an index stored twice counts twice)
     quantized: str | None = None  # a quantized tensor's scheme and scale, e.g. "per_tensor_affine scale=0.1 zero_point=0"
 
     def __str__(self) -> str:
@@ -138,13 +138,15 @@ def _summarize(tensor: torch.Tensor) -> TensorSummary:
 def _sparse_summary(data: torch.Tensor, shape: list[int], dtype: str) -> TensorSummary:
     layout = str(data.layout).removeprefix("torch.")
     if data.layout == torch.sparse_coo:
-        values = data.coalesce().values()  # an entry stored twice counts once, summed
+        stored = data._nnz()  # as torch keeps it: an index stored twice counts twice
+        values = data.coalesce().values()  # for the norm: an index stored twice is one entry, summed
     elif data.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
         values = data.values()
+        stored = values.shape[0]
     else:
         return TensorSummary(shape, dtype, layout=layout)
     norm = torch.linalg.vector_norm(values).item() if values.is_floating_point() or values.is_complex() else None
-    return TensorSummary(shape, dtype, norm=norm, layout=layout, nnz=values.shape[0])
+    return TensorSummary(shape, dtype, norm=norm, layout=layout, nnz=stored)
 
 
 def _quantization(data: torch.Tensor) -> str:

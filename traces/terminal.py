@@ -32,7 +32,7 @@ from traces.grouping import (
     opened_modules,
 )
 from traces.graph import AutogradGraph, AutogradNode, SavedValue
-from traces.ops import fold_calls
+from traces.ops import fold_calls, passes
 from traces.places import shown_path
 from traces.tensors import TensorSummary
 from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
@@ -264,7 +264,7 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
         Text.assemble(
             ("Autograd graph", "bold"),
             f" of {outputs}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, "
-            + (f"by module, {depth} levels deep" if graph.modules else "by the line of code that made them"),
+            + (f"by module, {depth} level{'' if depth == 1 else 's'} deep" if graph.modules else "by the line of code that made them"),
             (" (--depth N to open more levels; the JSON has every node)" if graph.modules else "", "dim"),
         ),
     )
@@ -394,8 +394,11 @@ def render_ops(trace: Trace, console: Console, compact: bool = False) -> None:
     """One row per op and phase. The op names are never cut (overloads differ only at the end);
     the first call's shapes get what width is left, and end in "…" when they need more."""
     rows = []
-    for phase in PHASES:
-        folded_calls = fold_calls(trace.ops, phase)
+    numbers = passes(trace.ops)
+    for backward_pass, phase in ((number, phase) for number in numbers for phase in PHASES):
+        folded_calls = fold_calls(trace.ops, phase, backward_pass)
+        if len(numbers) > 1:  # --backward N: the passes before the traced one ran too
+            phase = f"{phase} of pass {backward_pass}"
         if not folded_calls:
             rows.append((phase, "no ATen ops ran", "", ""))
         for row in folded_calls:

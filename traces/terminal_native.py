@@ -83,7 +83,8 @@ def derivative_text(node: AutogradNode, graph: AutogradGraph) -> str:
         return ""
     numbers = numbered(formula_sources(graph))
     if derivative.kind != "formula":
-        return f"\n[dim]{escape(derivative.summary)}[/dim] {reference(derivative.source, numbers)}"
+        text = f"\n[dim]{escape(derivative.summary)}[/dim] {reference(derivative.source, numbers)}"
+        return text + returned_text(node, graph)
     lines = [f"\n{reference(derivative.source, numbers)}[dim]: {escape(derivative.schema or '')}[/dim]"]
     targets = slot_targets(graph, node.id)
     gradients: dict[int, list[str]] = {}  # one formula may compute several inputs' gradients at once
@@ -98,6 +99,15 @@ def derivative_text(node: AutogradNode, graph: AutogradGraph) -> str:
         plain = f"  [dim](for real tensors: {escape(formula.plain)})[/dim]" if formula.plain else ""
         lines.append(f"\n  [blue]{names}[/blue] = {escape(formula.formula)}{plain}")
     return "".join(lines)
+
+
+def returned_text(node: AutogradNode, graph: AutogradGraph) -> str:
+    """Under a leaf, where its gradient goes when the call was autograd.grad: returned, not into .grad."""
+    if not (node.is_leaf and graph.returns):
+        return ""
+    if node.id in (graph.inputs or []):
+        return "\n[bold]autograd.grad returns this gradient; .grad is left as it was (this node does not run)[/bold]"
+    return "\n[bold]not an input of autograd.grad: no gradient is computed for it, .grad is left as it was[/bold]"
 
 
 def render_formula_sources(trace: Trace, console: Console) -> None:
@@ -115,7 +125,7 @@ def equations_text(step: BackwardStep, node: AutogradNode, graph: AutogradGraph)
     """The formula of a node that ran, with the names and the numbers: ``grad_a = grad * b = 1 * 2 = 2``."""
     if node.derivative is None:
         return ""
-    lines = gradient_equations(node.derivative, node, step, slot_targets(graph, node.id))
+    lines = gradient_equations(node.derivative, node, step, slot_targets(graph, node.id), graph.not_asked(node.id))
     return "\n".join(escape(line) for line in lines) or f"[dim]{escape(node.derivative.kind)}: no formula[/dim]"
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 import torch
 
 from traces.backward import BackwardRecording, BackwardStep, record_backward
-from traces.graph import AutogradGraph
+from traces.graph import AutogradGraph, autograd_nodes, input_node_ids
 from traces.modules import ModuleRecorder
 from traces.native import OpKernel, describe_ops, installed_index, node_derivative, torch_commit
 from traces.ops import OpCall, OpRecorder
@@ -116,19 +116,38 @@ class Tracer:
         if self._modules is not None:
             self._modules.stop()
 
+    @contextmanager
+    def untraced_backward(self) -> Iterator[None]:
+        """A backward pass before the traced one: its ops are that pass's backward, and what runs
+        after it belongs to the next pass."""
+        if self._ops is not None:
+            self._ops.phase = "backward"
+        try:
+            yield
+        finally:
+            if self._ops is not None:
+                self._ops.pass_ended()
+            if self._modules is not None:
+                self._modules.new_pass()
+
     def backward_of(
         self,
         outputs: Mapping[str, torch.Tensor],
         names: Mapping[str, torch.Tensor] | None = None,
+        inputs: list[torch.Tensor] | None = None,
+        returns: bool = False,
     ) -> ContextManager:
+        """Record the backward pass run inside the block. ``inputs``: the tensors whose gradients
+        the call asks for (autograd.grad's, or backward's ``inputs=``), None for every leaf's;
+        ``returns``: the call returns them (autograd.grad) rather than filling in ``.grad``."""
         if not self.enabled:
             return nullcontext()
         if self.backward_recording is not None:
             raise RuntimeError("a tracer records one backward pass; this one already has")
-        return self._record_backward(outputs, names)
+        return self._record_backward(outputs, names, inputs, returns)
 
     @contextmanager
-    def _record_backward(self, outputs, names) -> Iterator[BackwardRecording]:
+    def _record_backward(self, outputs, names, inputs=None, returns=False) -> Iterator[BackwardRecording]:
         module_of, modules = None, None
         if self._modules is not None:
             with tracer_at_work():  # the module walks call torch's Python: not the code's own
@@ -142,6 +161,10 @@ class Tracer:
         try:
             place_of = self._ops.node_places.place_of if self._ops else None
             with record_backward(outputs, names, module_of, modules, place_of) as recording:
+                if inputs is not None:
+                    with tracer_at_work():
+                        recording.graph.inputs = input_node_ids(autograd_nodes(outputs), recording.graph, inputs)
+                        recording.graph.returns = returns
                 self.backward_recording = recording
                 yield recording
         finally:
