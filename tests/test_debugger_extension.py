@@ -358,3 +358,28 @@ def test_the_stepping_hook_asks_pydevd_to_skip_the_tracer():
     refusing = type("pydevd_dont_trace", (), {"should_trace_hook": staticmethod(lambda code, filename: False)})
     stepthrough_session.step_past_tracer(refusing, per_frame=False)
     assert refusing.should_trace_hook(caller_frame.__code__, __file__) is False  # an earlier hook still counts
+
+
+def test_what_a_tracer_function_that_passes_the_call_on_calls_besides_the_call_is_machinery():
+    # The backward watch's `with` around torch.autograd.backward: contextlib's __enter__ and
+    # __exit__ run only because the tracer does; the function it passes the call on to is the program's.
+    source = (
+        "import contextlib\n"
+        'PASSES_CALLS_ON = ("wrapper",)\n'
+        "def wrapper(function, *args):\n"
+        "    with contextlib.nullcontext():\n"
+        "        return function(*args)\n"
+    )
+    wrapper = in_traces(source, "wrapper")
+    assert stepthrough_session.is_tracer_machinery(frame_of("__enter__", lambda: wrapper(json.dumps, 1)))
+    assert stepthrough_session.is_tracer_machinery(frame_of("__exit__", lambda: wrapper(json.dumps, 1)))
+    assert not stepthrough_session.is_tracer_machinery(frame_of("dumps", lambda: wrapper(json.dumps, 1)))
+    # Below the program's call, the program's own `with` is the program's (its __exit__ runs first).
+    assert not stepthrough_session.is_tracer_machinery(frame_of("__exit__", lambda: wrapper(uses_a_with)))
+
+
+def uses_a_with():
+    import contextlib
+
+    with contextlib.nullcontext():
+        return 1
