@@ -391,8 +391,11 @@ def test_step_in_under_python_m_traces_goes_through_the_backward_watch_into_torc
             callers.append(caller["source"].get("path", ""))
             if Path(frame["source"]["path"]) == script and frame["line"] > backward_line:
                 break
-        # Nothing the tracer calls is a stop: not contextlib's __enter__/__exit__ of its `with` around the call.
-        assert [stop for stop, caller in zip(stops, callers) if "traces" in Path(caller).parts] == []
+        # Nothing the tracer calls is a stop but the call it passes on (torch.autograd.backward): not
+        # contextlib's __enter__/__exit__ of its `with` around that call.
+        called_by_tracer = {stop for stop, caller in zip(stops, callers) if "traces" in Path(caller).parts}
+        assert {name for path, name in called_by_tracer if in_torch(path, "autograd", "__init__.py")} == {"backward"}
+        assert [stop for stop in called_by_tracer if not in_torch(stop[0], "autograd", "__init__.py")] == []
         assert [stop for stop in stops if Path(stop[0]).name == "contextlib.py"] == []
         # torch.autograd.backward is wrapped by the watch that finds the traced backward; F11
         # goes through the wrapper into torch's own function, and never stops in traces/.
@@ -586,7 +589,7 @@ def test_unusual_values_and_a_users_own_traces_module(tmp_path):
 
         # A node with 10,000 inputs: one capped line, its inputs in pages of 100.
         node = expand(session, local["joined"])["grad_fn"]
-        assert len(node["value"]) <= 200 and node["value"].endswith("more characters)"), node["value"]
+        assert len(node["value"]) <= 200 and node["value"].endswith("more)"), node["value"]
         assert node["value"].startswith("CatBackward0 · next: AccumulateGrad, AccumulateGrad")
         children = expand(session, node)
         pages = [name for name in children if name.startswith("next_functions")]

@@ -134,8 +134,15 @@ def one_line(value) -> str | None:
     if is_node_type(type(value)):
         return capped(node_line(value))
     if is_tensor_type(type(value)):
-        return capped(library("tensors").describe(value))
+        with no_torch_function():
+            return capped(library("tensors").describe(value))
     return container_line(value)
+
+
+def no_torch_function():
+    """Around the debugger's reads of a tensor: a subclass's ``__torch_function__`` (the
+    program's code) is not run for them; the tensor is read as the memory it is."""
+    return sys.modules["torch"]._C.DisableTorchFunctionSubclass()
 
 
 def capped(line: str, limit: int = LINE_LIMIT) -> str:
@@ -153,7 +160,8 @@ def children(value) -> list[tuple[str, object, str | None]]:
         return paged(value.items)
     if is_node_type(type(value)):
         return node_children(value)
-    return tensor_children(value)
+    with no_torch_function():
+        return tensor_children(value)
 
 
 def paged(items: list[tuple[str, object, str | None]], page: int = PAGE) -> list[tuple[str, object, str | None]]:
@@ -272,14 +280,21 @@ def container_line(value) -> str | None:
     if not any(is_tensor_type(type(item)) for _, item in items):
         return None
     total = len(items) if dataclasses.is_dataclass(value) else len(value)
-    line = f"{head}: "
-    for shown, (label, item) in enumerate(items):
-        text = label + short(item)
-        if len(line) + len(text) > LINE_LIMIT - 30:
-            return f"{line}, … ({total - shown} more)"
+    with no_torch_function():
+        return listed(f"{head}: ", (label + short(item) for label, item in items), total)
+
+
+def listed(head: str, texts, total: int, limit: int = LINE_LIMIT) -> str:
+    """``head`` and the texts, comma-separated, as many as fit in ``limit``; then how many more."""
+    line = head
+    shown = 0
+    for text in texts:
+        if len(line) + len(text) > limit - 20:
+            break
         line += text if shown == 0 else ", " + text
-    if total > len(items):
-        line += f", … ({total - len(items)} more)"
+        shown += 1
+    if shown < total:
+        line += f", … ({total - shown} more)" if shown else f"… ({total} more)"
     return line
 
 
@@ -314,13 +329,12 @@ def node_line(fn) -> str:
     leaf = getattr(fn, "variable", None)
     if leaf is not None:
         return f"{type(fn).__name__} for {library('tensors').tensor_header(leaf)}"
-    names = [type(next_fn).__name__ if next_fn is not None else "None" for next_fn, _ in fn.next_functions]
-    if len(names) > PAGE:
-        names = names[:PAGE] + [f"… ({len(names) - PAGE} more)"]
-    line = f"{type(fn).__name__} · next: {', '.join(names) or 'none'}"
-    if any(value is graph.FREED for value in graph.saved_for_backward(fn).values()):
-        line += " · saved values freed"
-    return line
+    freed = any(value is graph.FREED for value in graph.saved_for_backward(fn).values())
+    tail = " · saved values freed" if freed else ""
+    head = f"{type(fn).__name__} · next: "
+    following = fn.next_functions
+    names = (type(next_fn).__name__ if next_fn is not None else "None" for next_fn, _ in following)
+    return (listed(head, names, len(following), LINE_LIMIT - len(tail)) if following else head + "none") + tail
 
 
 def node_children(fn) -> list[tuple[str, object, str | None]]:
