@@ -547,6 +547,7 @@ large_freed.untyped_storage().resize_(0)
 leaves = [torch.ones(1, requires_grad=True) for _ in range(10000)]
 joined = torch.cat(leaves)
 pair = [h, torch.ones(5)]
+with_freed = {"freed": freed}
 x = torch.ones(4, requires_grad=True)
 last = torch.cat([x, x], dim=-1)
 print("stopped here")
@@ -587,6 +588,7 @@ def test_unusual_values_and_a_users_own_traces_module(tmp_path):
         assert evaluate("h", "hover") == "Tensor[3, 4] float32 cpu"
         for context in ("clipboard", "repl"):  # never torch's repr, which would crash the program
             assert evaluate("freed", context) == "Tensor[4] float32 cpu · storage freed (0 bytes)"
+            assert evaluate("with_freed", context) == "dict[1]: 'freed': Tensor[4] float32"
 
         # A node with 10,000 inputs: one capped line, its inputs in pages of 100.
         node = expand(session, local["joined"])["grad_fn"]

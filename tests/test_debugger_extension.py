@@ -515,8 +515,13 @@ def test_a_csr_tensors_stride_is_said_and_post_accumulate_grad_hooks_are_listed(
 # -- a program's own traces -----------------------------------------------------------------------
 
 PRIVATE_LOAD = """
-import sys, torch
+import sys
 from pydevd_plugins.extensions import stepthrough_variables
+stepthrough_variables.load_library_if_torch_is_here()  # as the extension starts: no torch, nothing loaded
+print(sorted(name for name in sys.modules if "traces" in name or name == "torch"))
+import torch
+stepthrough_variables.load_library_if_torch_is_here()  # as it starts in a program that has torch (an attach)
+print(sorted(name for name in sys.modules if "traces" in name))
 w = torch.ones(3, requires_grad=True)
 print(stepthrough_variables.one_line(w * 2), "|", stepthrough_variables.one_line((w * 2).grad_fn))
 print(sorted(name for name in sys.modules if "traces" in name))
@@ -539,6 +544,8 @@ def test_the_pane_loads_the_library_privately_and_never_a_module_of_the_program(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
+        "[]",
+        "['_stepthrough_traces', '_stepthrough_traces.graph', '_stepthrough_traces.tensors']",
         "Tensor[3] float32 cpu = [2, 2, 2] · grad_fn=MulBackward0 | MulBackward0 · next: AccumulateGrad, None",
         "['_stepthrough_traces', '_stepthrough_traces.graph', '_stepthrough_traces.tensors']",
         "the user's traces.py ran",

@@ -179,8 +179,12 @@ def paged(items: list[tuple[str, object, str | None]], page: int = PAGE) -> list
 
 
 def repr_is_safe(value) -> bool:
-    """Whether torch's own repr may read this tensor's data (not where its storage was freed)."""
-    return not is_tensor_type(type(value)) or library("tensors").storage_missing(value) is None
+    """Whether torch's own repr may read this tensor's data (not where its storage was freed),
+    or the data of the tensors in this list, tuple, dict or dataclass."""
+    if is_tensor_type(type(value)):
+        return library("tensors").storage_missing(value) is None
+    items = container_items(value)
+    return items is None or all(repr_is_safe(item) for _, item in items if is_tensor_type(type(item)))
 
 
 # -- tensors ---------------------------------------------------------------------------
@@ -266,22 +270,29 @@ def why_not_read(tensor) -> str:
 def container_line(value) -> str | None:
     """``list[3]: Tensor[64, 512] float32, Tensor[512] float32, 3``: for a list, tuple,
     dict or dataclass that holds a tensor; None (stock debugpy's repr) for any other."""
+    items = container_items(value)
+    if items is None or not any(is_tensor_type(type(item)) for _, item in items):
+        return None
+    if dataclasses.is_dataclass(value):
+        head, total, texts = type(value).__name__, len(items), ((f"{name}=", item) for name, item in items)
+    else:
+        head, total = f"{type(value).__name__}[{len(value)}]", len(value)
+        texts = ((f"{key!r}: " if isinstance(value, dict) else "", item) for key, item in items)
+    with no_torch_function():
+        return listed(f"{head}: ", (label + short(item) for label, item in texts), total)
+
+
+def container_items(value) -> list[tuple[object, object]] | None:
+    """The first LOOKED_AT (key, item) pairs of a list, tuple, dict or dataclass; None for anything else."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [(field.name + "=", getattr(value, field.name, None)) for field in dataclasses.fields(value)]
-        head = type(value).__name__
+        pairs = ((field.name, getattr(value, field.name, None)) for field in dataclasses.fields(value))
     elif isinstance(value, dict):
-        items = [(f"{key!r}: ", item) for key, item in _first(value.items())]
-        head = f"{type(value).__name__}[{len(value)}]"
+        pairs = iter(value.items())
     elif isinstance(value, (list, tuple)):
-        items = [("", item) for item in _first(value)]
-        head = f"{type(value).__name__}[{len(value)}]"
+        pairs = enumerate(value)
     else:
         return None
-    if not any(is_tensor_type(type(item)) for _, item in items):
-        return None
-    total = len(items) if dataclasses.is_dataclass(value) else len(value)
-    with no_torch_function():
-        return listed(f"{head}: ", (label + short(item) for label, item in items), total)
+    return [pair for _, pair in zip(range(LOOKED_AT), pairs)]
 
 
 def listed(head: str, texts, total: int, limit: int = LINE_LIMIT) -> str:
@@ -296,15 +307,6 @@ def listed(head: str, texts, total: int, limit: int = LINE_LIMIT) -> str:
     if shown < total:
         line += f", … ({total - shown} more)" if shown else f"… ({total} more)"
     return line
-
-
-def _first(items) -> list:
-    found = []
-    for item in items:
-        if len(found) == LOOKED_AT:
-            break
-        found.append(item)
-    return found
 
 
 def short(item) -> str:
