@@ -178,6 +178,8 @@ def _format_values(values: float | list, complex_pairs: bool = False) -> str:
 
 # Tensors with at most this many elements show their values in their line.
 LINE_VALUES = 8
+
+
 def shape_text(shape) -> str:
     return "[" + ", ".join(str(size) for size in shape) + "]"
 
