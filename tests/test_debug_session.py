@@ -382,14 +382,21 @@ def test_step_in_under_python_m_traces_goes_through_the_backward_watch_into_torc
 
         thread_id = session.wait_for_event("stopped")["body"]["threadId"]
         session.set_breakpoints(str(script), [])
-        stops = []
+        stops, callers = [], []
         while len(stops) < 400:
             session.request("stepIn", {"threadId": thread_id})
             assert session.wait_for_event("stopped")["body"]["reason"] == "step"
-            frame = session.top_frame(thread_id)
+            frame, caller = session.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 2})["stackFrames"]
             stops.append((frame["source"]["path"], frame["name"]))
+            callers.append(caller["source"].get("path", ""))
             if Path(frame["source"]["path"]) == script and frame["line"] > backward_line:
                 break
+        # Nothing the tracer calls is a stop but the call it passes on (torch.autograd.backward): not
+        # contextlib's __enter__/__exit__ of its `with` around that call.
+        called_by_tracer = {stop for stop, caller in zip(stops, callers) if "traces" in Path(caller).parts}
+        assert {name for path, name in called_by_tracer if in_torch(path, "autograd", "__init__.py")} == {"backward"}
+        assert [stop for stop in called_by_tracer if not in_torch(stop[0], "autograd", "__init__.py")] == []
+        assert [stop for stop in stops if Path(stop[0]).name == "contextlib.py"] == []
         # torch.autograd.backward is wrapped by the watch that finds the traced backward; F11
         # goes through the wrapper into torch's own function, and never stops in traces/.
         assert "backward" in {name for source, name in stops if in_torch(source, "autograd", "__init__.py")}
@@ -525,3 +532,81 @@ def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
             os.killpg(program.pid, signal.SIGKILL)
         program.wait()
         program.stdout.close()
+
+
+# A user's own module called traces, beside the script: the extension must never import it.
+USERS_TRACES = 'print("the user\'s traces.py ran")\nOWN = "the user\'s own"\n'
+UNUSUAL_SCRIPT = """\
+import torch
+
+h = torch.randn(3, 4)
+freed = torch.ones(4)
+freed.untyped_storage().resize_(0)  # as FSDP frees a parameter: reading its values would crash
+large_freed = torch.ones(100)
+large_freed.untyped_storage().resize_(0)
+leaves = [torch.ones(1, requires_grad=True) for _ in range(10000)]
+joined = torch.cat(leaves)
+pair = [h, torch.ones(5)]
+with_freed = {"freed": freed}
+x = torch.ones(4, requires_grad=True)
+last = torch.cat([x, x], dim=-1)
+print("stopped here")
+import traces
+print("traces is", traces.OWN)
+"""
+UNUSUAL_STOP = UNUSUAL_SCRIPT.splitlines().index('print("stopped here")') + 1
+
+
+def test_unusual_values_and_a_users_own_traces_module(tmp_path):
+    """The user's traces.py is never run by the extension, and the program imports its own;
+    freed storage, Copy Value, a 10,000-input node, containers and a saved dim of -1."""
+    script = tmp_path / "my_model.py"
+    script.write_text(UNUSUAL_SCRIPT)
+    (tmp_path / "traces.py").write_text(USERS_TRACES)
+    with DebugSession() as session:
+        session.initialize()
+        launch = session.launch(current_file_configuration(script))
+        session.set_breakpoints(str(script), [UNUSUAL_STOP])
+        session.request("configurationDone")
+        session.response(launch)
+
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        frame_id = session.top_frame(thread_id)["id"]
+        local = session.local_variables(frame_id)
+        assert local["h"]["value"] == "Tensor[3, 4] float32 cpu"
+        assert local["freed"]["value"] == "Tensor[4] float32 cpu · storage freed (0 bytes)"
+        assert local["large_freed"]["value"] == "Tensor[100] float32 cpu · storage freed (0 bytes)"
+        assert expand(session, local["large_freed"])["values"]["value"] == "not read: storage freed (0 bytes)"
+        assert local["pair"]["value"] == "list[2]: Tensor[3, 4] float32, Tensor[5] float32"
+
+        # Copy Value copies the values (the full repr, as stock debugpy); hover shows the line.
+        def evaluate(expression: str, context: str) -> str:
+            return session.request("evaluate", {"expression": expression, "frameId": frame_id, "context": context})["result"]
+
+        assert evaluate("h", "clipboard") == evaluate("h", "repl")
+        assert evaluate("h", "clipboard").startswith("tensor([[") and evaluate("h", "clipboard").count("\n") == 2
+        assert evaluate("h", "hover") == "Tensor[3, 4] float32 cpu"
+        for context in ("clipboard", "repl"):  # never torch's repr, which would crash the program
+            assert evaluate("freed", context) == "Tensor[4] float32 cpu · storage freed (0 bytes)"
+            assert evaluate("with_freed", context) == "dict[1]: 'freed': Tensor[4] float32"
+
+        # A node with 10,000 inputs: one capped line, its inputs in pages of 100.
+        node = expand(session, local["joined"])["grad_fn"]
+        assert len(node["value"]) <= 200 and node["value"].endswith("more)"), node["value"]
+        assert node["value"].startswith("CatBackward0 · next: AccumulateGrad, AccumulateGrad")
+        children = expand(session, node)
+        pages = [name for name in children if name.startswith("next_functions")]
+        assert len(pages) == 100 and pages[0] == "next_functions[0] … next_functions[99]"
+        assert children["saved dim"]["value"] == "0"
+        first_page = expand(session, children[pages[0]])
+        assert len(first_page) == 100
+        assert first_page["next_functions[99]"]["value"] == "AccumulateGrad for Tensor[1] float32 cpu = [1]"
+        assert expand(session, expand(session, local["last"])["grad_fn"])["saved dim"]["value"] == "-1"
+
+        session.set_breakpoints(str(script), [])
+        session.request("continue", {"threadId": thread_id})
+        assert session.run_to_end() == 0
+        output = session.terminal_output()
+        # Run once, by the program's own import after the stop; the program got its own module.
+        assert output.count("the user's traces.py ran") == 1 and "traces is the user's own" in output
+        assert output.index("stopped here") < output.index("the user's traces.py ran")

@@ -253,8 +253,11 @@ def test_which_types_the_extension_presents():
     w = torch.ones(1, requires_grad=True)
     for value in (w, torch.nn.Parameter(w), (w * 2).grad_fn, Note("x")):
         assert stepthrough_variables.has_one_line(type(value)), value
-    for value in (1, "text", [w], torch.Size([1]), torch.float32):
+    for value in (1, "text", torch.float32):
         assert not stepthrough_variables.has_one_line(type(value)), value
+    # A list, tuple, dict or dataclass: a line of its own only where it holds a tensor.
+    assert stepthrough_variables.has_one_line(list) and stepthrough_variables.one_line([w]).startswith("list[1]: ")
+    assert stepthrough_variables.one_line(torch.Size([1])) is None and stepthrough_variables.one_line([1, 2]) is None
     assert not stepthrough_variables.has_children(Note)  # a note does not expand
 
 
@@ -358,3 +361,193 @@ def test_the_stepping_hook_asks_pydevd_to_skip_the_tracer():
     refusing = type("pydevd_dont_trace", (), {"should_trace_hook": staticmethod(lambda code, filename: False)})
     stepthrough_session.step_past_tracer(refusing, per_frame=False)
     assert refusing.should_trace_hook(caller_frame.__code__, __file__) is False  # an earlier hook still counts
+
+
+def test_what_a_tracer_function_that_passes_the_call_on_calls_besides_the_call_is_machinery():
+    # The backward watch's `with` around torch.autograd.backward: contextlib's __enter__ and
+    # __exit__ run only because the tracer does; the function it passes the call on to is the program's.
+    source = (
+        "import contextlib\n"
+        'PASSES_CALLS_ON = ("wrapper",)\n'
+        "def wrapper(function, *args):\n"
+        "    with contextlib.nullcontext():\n"
+        "        return function(*args)\n"
+    )
+    wrapper = in_traces(source, "wrapper")
+    assert stepthrough_session.is_tracer_machinery(frame_of("__enter__", lambda: wrapper(json.dumps, 1)))
+    assert stepthrough_session.is_tracer_machinery(frame_of("__exit__", lambda: wrapper(json.dumps, 1)))
+    assert not stepthrough_session.is_tracer_machinery(frame_of("dumps", lambda: wrapper(json.dumps, 1)))
+    # Below the program's call, the program's own `with` is the program's (its __exit__ runs first).
+    assert not stepthrough_session.is_tracer_machinery(frame_of("__exit__", lambda: wrapper(uses_a_with)))
+
+
+def uses_a_with():
+    import contextlib
+
+    with contextlib.nullcontext():
+        return 1
+
+
+# -- values whose data must not be read ------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [4, 100])
+def test_a_tensor_whose_storage_was_freed_reads_as_one_line_and_expands_without_reading_it(size):
+    freed = torch.ones(size)
+    freed.untyped_storage().resize_(0)  # as FSDP frees a parameter; torch's repr of it would crash
+    with RecordOps() as mode:
+        assert describe(freed) == f"Tensor[{size}] float32 cpu · storage freed (0 bytes)"
+        assert children(freed)["values"] == "not read: storage freed (0 bytes)"
+    assert mode.ops == []
+    assert not stepthrough_variables.repr_is_safe(freed) and stepthrough_variables.repr_is_safe(torch.ones(1))
+    shrunk = torch.ones(8)
+    shrunk.untyped_storage().resize_(16)
+    assert describe(shrunk) == "Tensor[8] float32 cpu · storage too small (16 of 32 bytes)"
+
+
+def test_meta_fake_functional_and_sparse_tensors_are_described_without_their_data():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.ones(3)
+    functional = torch._to_functional_tensor(torch.ones(3))
+    sparse = torch.ones(3, 3).to_sparse()
+    sparse._values().untyped_storage().resize_(0)  # freed values
+    assert children(fake)["values"] == "not read: a FakeTensor: its values are not plain memory"
+    assert describe(functional) == "FunctionalTensor[3] float32 cpu"
+    assert children(functional)["values"] == "not read: a functional tensor: its values are not plain memory"
+    assert describe(sparse) == "Tensor[3, 3] float32 cpu sparse_coo"
+    assert children(sparse)["values"] == "not read: sparse_coo layout"
+    assert describe(torch.ones(3, device="meta")) == "Tensor[3] float32 meta"
+
+
+def test_a_plain_subclass_is_plain_memory_read_without_its_torch_function():
+    calls = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    logged = torch.arange(20.0).as_subclass(Logged)
+    calls.clear()
+    small = torch.ones(3).as_subclass(Logged)
+    calls.clear()
+    assert children(logged)["values"] == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...] first 10 of 20"
+    assert stepthrough_variables.one_line(small).startswith("Logged[3] float32 cpu = [1, 1, 1]")
+    assert calls == []  # the program's __torch_function__ never ran for the debugger's reads
+
+
+def test_functorch_wrappers_say_what_they_wrap():
+    seen = []
+
+    def look(x):
+        seen.append((stepthrough_variables.one_line(x), children(x)))
+        return x.sin().sum()
+
+    torch.vmap(look, in_dims=1)(torch.ones(3, 5))
+    torch.func.grad(look)(torch.ones(3))
+    (batched, batched_children), (tracking, tracking_children) = seen
+    assert batched == "BatchedTensor[3] float32 cpu · batch dim 1 of Tensor[3, 5] · level 1"
+    assert (batched_children["batch dim"], batched_children["level"]) == (1, 1)
+    assert batched_children["unwrapped"].shape == (3, 5)
+    assert batched_children["values"] == "not read: wrapped by a torch.func transform"
+    assert tracking == "GradTrackingTensor[3] float32 cpu · level 1 over Tensor[3] · leaf · requires_grad"
+    assert "batch dim" not in tracking_children and tracking_children["unwrapped"].shape == (3,)
+
+
+# -- limits -------------------------------------------------------------------------------
+
+
+def test_a_node_with_10000_inputs_has_a_capped_line_and_pages_of_children():
+    joined = torch.cat([torch.ones(1, requires_grad=True) for _ in range(10000)])
+    line = stepthrough_variables.one_line(joined.grad_fn)
+    assert len(line) <= stepthrough_variables.LINE_LIMIT and line.startswith("CatBackward0 · next: AccumulateGrad, ")
+    shown = line.count("AccumulateGrad")
+    assert line.endswith(f", … ({10000 - shown} more)") and shown > 5
+    assert stepthrough_variables.capped("x" * 500) == "x" * 170 + "… (330 more characters)"
+    found = stepthrough_variables.children(joined.grad_fn)
+    pages = [(name, value) for name, value, _ in found if name.startswith("next_functions")]
+    assert len(pages) == 100 and pages[-1][0] == "next_functions[9900] … next_functions[9999]"
+    assert stepthrough_variables.one_line(pages[0][1]) == "100 items"
+    assert [name for name, _, _ in stepthrough_variables.children(pages[0][1])][:2] == ["next_functions[0]", "next_functions[1]"]
+    # A million: pages of pages, never more than 100 children at a level.
+    million = stepthrough_variables.paged([(f"x[{i}]", i, None) for i in range(1_000_000)])
+    assert len(million) == 100 and million[0][0] == "x[0] … x[9999]"
+    assert len(stepthrough_variables.children(million[0][1])) == 100
+
+
+def test_containers_of_tensors_have_one_line():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Batch:
+        images: torch.Tensor
+        size: int
+
+    line = stepthrough_variables.one_line
+    assert line([torch.ones(64, 512), torch.ones(512), 3]) == "list[3]: Tensor[64, 512] float32, Tensor[512] float32, 3"
+    assert line((torch.ones(2),)) == "tuple[1]: Tensor[2] float32"
+    assert line({"weight": torch.nn.Parameter(torch.ones(2))}) == "dict[1]: 'weight': Parameter[2] float32"
+    assert line(Batch(torch.ones(8, 3), 8)) == "Batch: images=Tensor[8, 3] float32, size=8"
+    many = line([torch.ones(1)] * 10000)
+    assert len(many) <= stepthrough_variables.LINE_LIMIT and many.endswith(", … (9991 more)")
+
+
+def test_a_saved_dim_of_minus_one_is_minus_one():
+    x = torch.ones(4, 3, requires_grad=True)
+    assert saved_for_backward(torch.cat([x, x], dim=-1).grad_fn)["dim"] == -1
+    assert saved_for_backward(x.sum(dim=-1).grad_fn)["dim"] == (-1,)
+    assert saved_for_backward(x.select(-1, 2).grad_fn)["index"] == 2
+
+
+def test_a_csr_tensors_stride_is_said_and_post_accumulate_grad_hooks_are_listed():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CSR is in beta
+        csr = torch.eye(3).to_sparse_csr()
+    assert children(csr)["stride"] == "none: a sparse_csr tensor has no strides"
+    w = torch.ones(2, requires_grad=True)
+    w.register_post_accumulate_grad_hook(lambda tensor: None)
+    assert len(children(w)["hooks"]) == 1
+
+
+# -- a program's own traces -----------------------------------------------------------------------
+
+PRIVATE_LOAD = """
+import sys
+from pydevd_plugins.extensions import stepthrough_variables
+stepthrough_variables.load_library_if_torch_is_here()  # as the extension starts: no torch, nothing loaded
+print(sorted(name for name in sys.modules if "traces" in name or name == "torch"))
+import torch
+stepthrough_variables.load_library_if_torch_is_here()  # as it starts in a program that has torch (an attach)
+print(sorted(name for name in sys.modules if "traces" in name))
+w = torch.ones(3, requires_grad=True)
+print(stepthrough_variables.one_line(w * 2), "|", stepthrough_variables.one_line((w * 2).grad_fn))
+print(sorted(name for name in sys.modules if "traces" in name))
+import traces
+print(traces.OWN)
+"""
+
+
+def test_the_pane_loads_the_library_privately_and_never_a_module_of_the_program(tmp_path):
+    """A user's traces.py beside the program is not run, and stays the program's to import;
+    only the two modules the pane needs are loaded (not the recorders, nor the formula index)."""
+    import subprocess
+
+    from conftest import ROOT
+
+    (tmp_path / "traces.py").write_text('print("the user\'s traces.py ran")\nOWN = "own"\n')
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]\n{PRIVATE_LOAD}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[]",
+        "['_stepthrough_traces', '_stepthrough_traces.graph', '_stepthrough_traces.tensors']",
+        "Tensor[3] float32 cpu = [2, 2, 2] · grad_fn=MulBackward0 | MulBackward0 · next: AccumulateGrad, None",
+        "['_stepthrough_traces', '_stepthrough_traces.graph', '_stepthrough_traces.tensors']",
+        "the user's traces.py ran",
+        "own",
+    ]

@@ -5,6 +5,10 @@ node that will compute its gradient. Each node lists, in ``next_functions``, the
 nodes that its gradients flow on to. Following those links from an output reaches
 every node; a leaf tensor that requires grad appears as an ``AccumulateGrad``
 node, whose ``variable`` is the leaf itself.
+
+Its imports of this package are relative, as are those of traces/tensors.py:
+the debugger extension loads these two modules under a private package name
+(never as ``traces``, a name the debugged program may have for its own module).
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from traces.native import NodeDerivative
-from traces.tensors import MAX_VALUES, TensorSummary, dtype_name, summarize
+from .tensors import MAX_VALUES, TensorSummary, dtype_name, summarize
+
+if TYPE_CHECKING:  # only named in a type: the debugger's pane does not load the formula index
+    from .native import NodeDerivative
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -318,11 +325,26 @@ def saved_for_backward(fn) -> dict[str, object]:
 
 def _read_plain(fn, name: str) -> object:
     try:
-        return getattr(fn, "_saved_" + name)
+        return signed(getattr(fn, "_saved_" + name))
     except RuntimeError as error:
         if FREED_MESSAGE in str(error):
             return FREED
         raise
+
+
+def signed(value: object) -> object:
+    """A saved integer (or tuple of them) as the program passed it: ``dim=-1`` is -1.
+
+    torch hands a node's saved ``int64_t`` attributes to Python as unsigned numbers
+    (``_saved_dim`` of ``cat(..., dim=-1)`` is 18446744073709551615). Every integer a
+    node saves is an ``int64_t``: no operator in torch's native_functions.yaml takes
+    an unsigned 64-bit argument. So a number of 2**63 or more is read back as negative.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 2**63:
+        return value - 2**64
+    if type(value) in (tuple, list) and any(isinstance(item, int) for item in value):
+        return type(value)(signed(item) for item in value)
+    return value
 
 
 def _read_saved_tensor(fn, name: str | None, raw) -> object:

@@ -180,9 +180,6 @@ def _format_values(values: float | list, complex_pairs: bool = False) -> str:
 
 # Tensors with at most this many elements show their values in their line.
 LINE_VALUES = 8
-# Types whose data is the tensor's own memory; a subclass (FakeTensor, DTensor, ...)
-# may have none, or compute it, so its values are never read.
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def shape_text(shape) -> str:
@@ -194,10 +191,14 @@ def describe(tensor: torch.Tensor) -> str:
 
     Then, where they apply: ``leaf · requires_grad``, ``retains_grad``, the shape
     of ``.grad``, ``view of [3]`` (the base's shape), ``v1`` (in-place changes so
-    far, ``_version``). A plain CPU tensor of at most LINE_VALUES elements also
-    shows its values: ``Tensor[3] float32 cpu = [1, 2, 3]``.
+    far, ``_version``), ``storage freed (0 bytes)``. A plain CPU tensor of at most
+    LINE_VALUES elements also shows its values: ``Tensor[3] float32 cpu = [1, 2, 3]``.
+    Inside ``torch.vmap`` or ``torch.func.grad``, a functorch wrapper says what it wraps.
     """
     parts = [tensor_header(tensor)]
+    wrapped = functorch_wrapping(tensor)
+    if wrapped is not None:
+        parts.append(wrapped)
     if tensor.grad_fn is not None:
         parts.append(f"grad_fn={type(tensor.grad_fn).__name__}")
     elif tensor.requires_grad:
@@ -212,18 +213,77 @@ def describe(tensor: torch.Tensor) -> str:
     version = version_of(tensor)
     if version:
         parts.append(f"v{version}")
+    freed = storage_missing(tensor)
+    if freed is not None:
+        parts.append(freed)
     return " · ".join(parts)
 
 
 def tensor_header(tensor: torch.Tensor) -> str:
     """The start of ``describe``'s line: type, shape, dtype, device (layout, values where shown)."""
-    line = f"{type(tensor).__name__}{shape_text(tensor.shape)} {dtype_name(tensor)} {tensor.device}"
+    line = f"{type_name(tensor)}{shape_text(tensor.shape)} {dtype_name(tensor)} {tensor.device}"
     if tensor.layout != torch.strided:
         line += f" {str(tensor.layout).removeprefix('torch.')}"
     values = small_values(tensor)
     if values is not None:
         line += f" = {_format_values(values)}"
     return line
+
+
+def type_name(tensor: torch.Tensor) -> str:
+    """The tensor's class; inside a torch.func transform, the functorch wrapper it really is
+    (torch says ``Tensor`` for both)."""
+    functorch = torch._C._functorch
+    if functorch.is_batchedtensor(tensor):
+        return "BatchedTensor"
+    if functorch.is_gradtrackingtensor(tensor):
+        return "GradTrackingTensor"
+    if functorch.is_functionaltensor(tensor) or torch._is_functional_tensor(tensor):
+        return "FunctionalTensor"
+    return type(tensor).__name__
+
+
+def functorch_wrapping(tensor: torch.Tensor) -> str | None:
+    """What a functorch wrapper wraps: ``batch dim 1 of Tensor[3, 5] · level 1`` (vmap's
+    BatchedTensor), ``level 2 over Tensor[3]`` (torch.func.grad's GradTrackingTensor); None
+    for any other tensor. The wrapped tensor is read through torch's functorch API, never its data."""
+    functorch = torch._C._functorch
+    if not functorch.is_functorch_wrapped_tensor(tensor):
+        return None
+    inner = functorch.get_unwrapped(tensor)
+    inner_text = f"{type_name(inner)}{shape_text(inner.shape)}"
+    level = functorch.maybe_get_level(tensor)
+    if functorch.is_batchedtensor(tensor):
+        return f"batch dim {functorch.maybe_get_bdim(tensor)} of {inner_text} · level {level}"
+    return f"level {level} over {inner_text}"
+
+
+def bytes_needed(tensor: torch.Tensor) -> int:
+    """How many bytes of its storage a strided tensor reaches, from the storage's start."""
+    if tensor.numel() == 0:
+        return 0
+    last = tensor.storage_offset() + sum((size - 1) * step for size, step in zip(tensor.shape, tensor.stride()))
+    return (last + 1) * tensor.element_size()
+
+
+def storage_missing(tensor: torch.Tensor) -> str | None:
+    """``storage freed (0 bytes)`` where a tensor's storage no longer holds its elements;
+    None where it does, or where the tensor has no storage of its own to ask.
+
+    FSDP frees a parameter's memory with ``untyped_storage().resize_(0)`` and keeps
+    the tensor: its shape stays, its data is gone, and reading it (torch's own repr
+    does) crashes the process. Only sizes are read here: storage's and the tensor's.
+    """
+    if tensor.layout != torch.strided or tensor.is_nested or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return None
+    try:
+        has = tensor.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None  # a wrapper subclass without storage
+    needs = bytes_needed(tensor)
+    if has >= needs:
+        return None
+    return "storage freed (0 bytes)" if has == 0 else f"storage too small ({has} of {needs} bytes)"
 
 
 def format_values(values: float | list) -> str:
@@ -248,14 +308,22 @@ def version_of(tensor: torch.Tensor) -> int | None:
 
 
 def has_own_values(tensor: torch.Tensor) -> bool:
-    """Whether the values can be read from the CPU's memory without computing or copying anything."""
-    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+    """Whether the values can be read from the CPU's memory without computing or copying anything.
+
+    Not for a tensor whose class handles its own operators (``__torch_dispatch__``:
+    FakeTensor, FunctionalTensor, DTensor, ...), a functorch or functional wrapper, a
+    nested, sparse, quantized, meta or device tensor, nor one whose storage was freed.
+    A plain subclass (``as_subclass``) is plain memory: read with its Python hooks off.
+    """
     return (
-        type(tensor) in _PLAIN_TYPES
+        type(tensor).__torch_dispatch__ is torch._C._disabled_torch_dispatch_impl
         and tensor.layout == torch.strided
         and tensor.device.type == "cpu"
+        and not tensor.is_nested
         and not tensor.is_quantized
-        and not wrapped(tensor)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        and not torch._is_functional_tensor(tensor)
+        and storage_missing(tensor) is None
     )
 
 
@@ -283,7 +351,7 @@ def first_values(tensor: torch.Tensor, count: int) -> list | None:
 
 @contextmanager
 def reading_values() -> Iterator[None]:
-    """Read a tensor's values as nobody's operators: no dispatch mode sees them, and a
-    trace does not record them as the program's."""
-    with tracer_at_work(), torch._C._DisableTorchDispatch():
+    """Read a tensor's values as nobody's operators: no dispatch mode and no subclass's
+    ``__torch_function__`` sees them, and a trace does not record them as the program's."""
+    with tracer_at_work(), torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunctionSubclass():
         yield

@@ -28,7 +28,11 @@ ENABLED = not stepthrough_session.turned_on(stepthrough_session.STOCK_VARIABLE)
 
 
 class TensorLines(StrPresentationProvider):
-    """The one-line value of a tensor or autograd node (Variables, hover, Watch)."""
+    """The one-line value of a tensor, an autograd node, or a container of tensors
+    (Variables, hover, Watch). The Debug Console (``repl``) and Copy Value
+    (``clipboard``) get the full repr, as with stock debugpy: what a user pastes is
+    the values. Never torch's repr of a tensor whose storage was freed: it would
+    read memory that is gone and crash the program."""
 
     def can_provide(self, type_object, type_name) -> bool:
         try:
@@ -37,15 +41,25 @@ class TensorLines(StrPresentationProvider):
             return False
 
     def get_str_in_context(self, val, context: str):
-        if context == "repl":
-            return None  # the Debug Console prints the full repr, as ever
+        if context in ("repl", "clipboard"):
+            try:
+                if stepthrough_variables.repr_is_safe(val):
+                    return None  # pydevd's full repr, as ever
+            except Exception:
+                pass
         return self.get_str(val)
 
     def get_str(self, val):
         try:
             return stepthrough_variables.one_line(val)
         except Exception:
-            return None  # pydevd shows its own repr
+            pass
+        try:
+            if not stepthrough_variables.repr_is_safe(val):
+                return f"{type(val).__name__} (its storage is freed: not shown)"
+        except Exception:
+            pass
+        return None  # pydevd shows its own repr
 
 
 class TensorChildren(TypeResolveProvider):
@@ -85,6 +99,10 @@ class StepthroughSetup(DebuggerEventHandler):
     def on_debugger_modules_loaded(self, **kwargs) -> None:
         if not ENABLED:
             return
+        try:
+            stepthrough_variables.load_library_if_torch_is_here()
+        except Exception:
+            pass  # loaded on the first tensor shown instead
         try:
             stepthrough_session.answer_at_once(sys.modules["pydevd"].PyDB)
         except Exception:

@@ -105,14 +105,22 @@ def is_dispatch_rule_lookup_for_tracer(frame) -> bool:
     if code.co_name != DISPATCH_RULE_LOOKUP[0] or not code.co_filename.endswith(DISPATCH_RULE_LOOKUP[1]):
         return False
     mode_class = frame.f_locals.get("torch_dispatch_class")
-    return getattr(mode_class, "__module__", "").split(".")[0] == "traces"
+    module = sys.modules.get(getattr(mode_class, "__module__", ""))
+    return in_traces(getattr(module, "__file__", None) or "")
 
 
-def passes_the_call_on(frame) -> bool:
-    """Whether a tracer frame only passes the program's call on to torch (the backward watch of
-    ``python -m traces``, around ``torch.autograd.backward``): its module names such functions
-    in ``PASSES_CALLS_ON``, and what they call is the program's, to be stepped into."""
-    return frame.f_code.co_name in frame.f_globals.get("PASSES_CALLS_ON", ())
+def passes_the_call_on(frame, callee) -> bool:
+    """Whether a tracer frame only passes the program's call on to torch (the backward watch
+    of ``python -m traces``, around ``torch.autograd.backward``), and ``callee``, the frame
+    it called, is that call: its module names such functions in ``PASSES_CALLS_ON``, and
+    ``callee`` runs a function the frame holds (``original``), or more of the tracer.
+    Whatever else it calls on the way (contextlib's ``__enter__`` and ``__exit__`` for its
+    ``with`` around the call) is machinery."""
+    if frame.f_code.co_name not in frame.f_globals.get("PASSES_CALLS_ON", ()):
+        return False
+    if in_traces(callee.f_code.co_filename):
+        return True
+    return any(getattr(value, "__code__", None) is callee.f_code for value in frame.f_locals.values())
 
 
 def is_tracer_machinery(frame) -> bool:
@@ -124,17 +132,17 @@ def is_tracer_machinery(frame) -> bool:
     torch's rule lookup for a ``traces`` dispatch mode. The program's own code and
     what it calls are never machinery, even when ``python -m traces`` started the program.
     """
-    first = True
+    callee = None
     while frame is not None:
         filename = frame.f_code.co_filename
         if is_dispatch_rule_lookup_for_tracer(frame):
             return True
         if in_traces(filename):
-            if first or not passes_the_call_on(frame):
+            if callee is None or not passes_the_call_on(frame, callee):
                 return True
         elif not is_library(filename):
             return False  # the program's own code
-        first = False
+        callee = frame
         frame = frame.f_back
     return False
 
