@@ -393,27 +393,13 @@ def read_saved_values(fn) -> list[SavedValue]:
     return saved
 
 
-def as_signed(value: object) -> object:
-    """A saved integer as the user wrote it. Every integer an ATen schema takes is signed (``int``,
-    ``SymInt``, ``int[]``: ``int64_t`` in derivatives.yaml), but a node's ``_saved_*`` getter hands it
-    back as unsigned: cross_entropy's ``ignore_index=-100`` reads 18446744073709551516, ``dim=-1``
-    18446744073709551615. Numbers at or above 2**63 are those negatives, read back as signed."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value >= 2**63:
-        return value - 2**64
-    if isinstance(value, (tuple, list)):
-        return type(value)(as_signed(item) for item in value)
-    return value
-
-
 def saved_value(name: str, value: object, version: int | None = None) -> SavedValue:
     if value is FREED:
         return SavedValue(name, freed=True)
     if isinstance(value, NotRead):
         return SavedValue(name, packed=packed_text(value.stored) if value == PACKED else str(value))
     if not isinstance(value, torch.Tensor):
-        return SavedValue(name, value=repr(as_signed(value)))
+        return SavedValue(name, value=repr(signed(value)))
     now = value._version
     saved_at = now if version is None else version
     return SavedValue(
