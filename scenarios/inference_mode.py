@@ -12,8 +12,9 @@ why inference_mode is the faster choice for code that will never need a
 gradient. The way out, when it does: clone() outside inference mode gives an
 ordinary tensor with the same values.
 
-In the debugger: put a breakpoint on the `with torch.inference_mode():` line and
-step in (F11) to torch/autograd/grad_mode.py `inference_mode.__enter__`; back in
+In the debugger: put a breakpoint in torch/autograd/grad_mode.py
+`inference_mode.__enter__`, which the `with torch.inference_mode():` line runs
+(F11 on that line goes through `inference_mode.__new__` and `__init__` first); in
 the lesson, watch `torch.is_inference_mode_enabled()` in the Watch pane turn True
 inside the block and False after it. Expand `made` in the Variables pane: its
 `version` reads `none: an inference tensor`, where `cloned`'s reads 1 (a clone

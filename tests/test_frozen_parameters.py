@@ -81,3 +81,26 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         f"After optimizer.step() with SGD(model.parameters()), unchanged: {FROZEN}",
         f"Training the head alone still lowers the loss on this batch: {before} -> {after}",
     ]
+
+
+def test_sgd_skips_every_parameter_without_a_grad_on_the_breakpoint_line(monkeypatch):
+    # The README's breakpoint: torch/optim/sgd.py SGD._init_group, `if p.grad is not None:`.
+    import inspect
+
+    assert "            if p.grad is not None:\n" in inspect.getsource(torch.optim.SGD._init_group)
+    seen = []
+    real_init_group = torch.optim.SGD._init_group
+
+    def watched(self, group, params, grads, momentum_buffer_list):
+        visited = [(list(p.shape), p.grad is None) for p in group["params"]]
+        result = real_init_group(self, group, params, grads, momentum_buffer_list)
+        seen.append((visited, [list(p.shape) for p in params]))
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "_init_group", watched)
+    torch.manual_seed(0)
+    frozen_parameters()
+    assert seen == [(
+        [([512, 784], True), ([512], True), ([512, 512], True), ([512], True), ([10, 512], False), ([10], False)],
+        [[10, 512], [10]],
+    )]  # fmt: skip

@@ -104,3 +104,17 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         " (a counter again); (w * cloned).sum().backward() gives w.grad = [1.0, 1.0]",
     ]
     assert facts.cloned_grad == [1.0, 1.0]
+
+
+def test_the_with_line_runs_inference_mode_enter_with_mode_true(monkeypatch):
+    # The README's breakpoint: torch/autograd/grad_mode.py inference_mode.__enter__, where self.mode is True.
+    modes = []
+    real_enter = torch.inference_mode.__enter__
+
+    def watched(self):
+        modes.append(self.mode)
+        return real_enter(self)
+
+    monkeypatch.setattr(torch.inference_mode, "__enter__", watched)
+    inference_mode()
+    assert modes == [True]

@@ -112,3 +112,18 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         f" {VERSION_ERROR}: [torch.FloatTensor [3]], which is output 0 of Exp, is at version 1; expected version 0 instead.",
     ]
     assert facts.changed_input_error.endswith(VERSION_END)
+
+
+def test_next_functions_0_leads_down_to_pow_and_exp_as_the_breakpoint_table_says():
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w, c = torch.ones(3, requires_grad=True), torch.tensor([4.0, 5.0, 6.0])
+    y = (x.pow(2) + x.exp() + w * c).sum()
+
+    def names(node):
+        return [type(child).__name__ for child, _ in node.next_functions]
+
+    first = y.grad_fn.next_functions[0][0]
+    assert (type(y.grad_fn).__name__, names(y.grad_fn), names(first)) == (
+        "SumBackward0", ["AddBackward0"], ["AddBackward0", "MulBackward0"]
+    )
+    assert names(first.next_functions[0][0]) == ["PowBackward0", "ExpBackward0"]
