@@ -118,3 +118,11 @@ def test_the_with_line_runs_inference_mode_enter_with_mode_true(monkeypatch):
     monkeypatch.setattr(torch.inference_mode, "__enter__", watched)
     inference_mode()
     assert modes == [True]
+
+
+def test_the_traced_graph_is_the_clones_product(traced):
+    _, trace = traced
+    named = {node.id: node.variable or node.name for node in trace.graph.nodes}
+    edges = sorted((named[edge.source], named[edge.target]) for edge in trace.graph.edges)
+    assert sorted(named.values()) == ["MulBackward0", "w", "y"]
+    assert edges == [("MulBackward0", "w"), ("y", "MulBackward0")]

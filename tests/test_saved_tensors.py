@@ -127,3 +127,17 @@ def test_next_functions_0_leads_down_to_pow_and_exp_as_the_breakpoint_table_says
         "SumBackward0", ["AddBackward0"], ["AddBackward0", "MulBackward0"]
     )
     assert names(first.next_functions[0][0]) == ["PowBackward0", "ExpBackward0"]
+
+
+def test_the_traced_graph_is_the_lessons_graph(traced):
+    _, trace = traced
+    named = {node.id: node.variable or node.name for node in trace.graph.nodes}
+    edges = sorted((named[edge.source], named[edge.target]) for edge in trace.graph.edges)
+    assert sorted(named.values()) == [
+        "AddBackward0", "AddBackward0", "ExpBackward0", "MulBackward0", "PowBackward0", "w", "x", "y",
+    ]  # fmt: skip
+    assert edges == [
+        ("AddBackward0", "AddBackward0"), ("AddBackward0", "ExpBackward0"), ("AddBackward0", "MulBackward0"),
+        ("AddBackward0", "PowBackward0"), ("ExpBackward0", "x"), ("MulBackward0", "w"), ("PowBackward0", "x"),
+        ("y", "AddBackward0"),
+    ]  # fmt: skip
