@@ -196,3 +196,38 @@ def test_the_backward_lessons_graph_is_the_notes_graph(backward_traced):
     assert {named[i]: node.name for i, node in by_id.items()} == {
         "y": "MulBackward0", "a": "AddBackward0", "b": "AddBackward0", "w": "AccumulateGrad", "x": "AccumulateGrad",
     }  # fmt: skip
+
+
+# -- each lesson's traced graph, caught by the lesson's tests, not only by the recording -----
+
+LESSON_GRAPHS = {
+    "leaf_gradients": (
+        ["MulBackward0", "h", "k", "w", "y"],
+        [("MulBackward0", "k"), ("MulBackward0", "k"), ("h", "w"), ("k", "h"), ("y", "MulBackward0")],
+    ),
+    "in_place": (
+        ["MulBackward0", "MulBackward0", "g", "w", "y"],
+        [("MulBackward0", "g"), ("MulBackward0", "g"), ("MulBackward0", "w"), ("g", "MulBackward0"),
+         ("y", "MulBackward0")],
+    ),
+    "unsqueeze": (
+        ["MulBackward0", "SumBackward0", "SumBackward0", "w", "w_column", "w_row", "y"],
+        [("MulBackward0", "w"), ("SumBackward0", "w_column"), ("SumBackward0", "w_row"),
+         ("w_column", "MulBackward0"), ("w_row", "w"), ("y", "SumBackward0"), ("y", "SumBackward0")],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LESSON_GRAPHS))
+def test_each_lessons_traced_graph_is_the_one_its_docstring_describes(name):
+    from scenarios.in_place import in_place
+    from scenarios.leaf_gradients import leaf_gradients
+    from scenarios.unsqueeze import unsqueeze_lesson
+
+    lesson = {"leaf_gradients": leaf_gradients, "in_place": in_place, "unsqueeze": unsqueeze_lesson}[name]
+    tracer = Tracer()
+    graph = tracer.trace(name, "cpu", lesson(tracer=tracer)).graph
+    named = {node.id: node.variable or node.name for node in graph.nodes}
+    nodes, edges = LESSON_GRAPHS[name]
+    assert sorted(named.values()) == nodes
+    assert sorted((named[edge.source], named[edge.target]) for edge in graph.edges) == edges
