@@ -1,7 +1,10 @@
 """In-place operations and version counters: how autograd notices a tensor that changed.
 
-Every in-place operation adds one to the tensor's version counter (`_version`), and
-a view shares one counter with its base. A node that saves a tensor for backward
+Each in-place kernel that writes a tensor adds one to its version counter
+(`_version`): t.add_(1), t[0] = 5 and t.mul_(2) add one each. A composite in-place
+function may write several times (nn.init.orthogonal_ adds 2, nn.init.sparse_ on
+four columns 5), and one that only changes metadata adds none (requires_grad_(),
+detach_()). A view shares one counter with its base. A node that saves a tensor for backward
 notes its version; if the tensor is changed in place before backward, backward
 raises, naming both versions, while changing a tensor that no node saved is fine.
 An in-place op on a non-leaf becomes its new grad_fn; on a view of one, the base's
@@ -10,11 +13,13 @@ refuses the op before it runs, whether or not any graph uses the leaf; under
 torch.no_grad() the op is allowed, not recorded, and the tensor stays a leaf.
 `.data` and `detach()` both share the storage, but only `detach()` shares the
 version counter: a change through `.data` slips past the check, and backward
-silently returns a wrong gradient. `detach_()` on a view is refused.
+silently returns a wrong gradient when the node uses the changed values (mul saved
+w and uses it: 2 * 10w), the right one when they do not matter (abs's gradient,
+sign(w), is the same after w.data.mul_(10)). `detach_()` on a view is refused.
 
 In the debugger: put a breakpoint in torch/autograd/graph.py `_engine_run_backward`,
-which every backward() passes on its way to the C++ engine (five times here). At
-the second and the fifth stop, `Variable._execution_engine.run_backward(...)` raises
+which every backward() passes on its way to the C++ engine (six times here). At
+the second and the sixth stop, `Variable._execution_engine.run_backward(...)` raises
 the RuntimeError naming the versions: the engine checks each saved tensor's version
 when the node unpacks it. Watch `h._version` and `h.grad_fn` in the Variables pane
 as each in-place line runs, and run with --trace to see the version each saved
@@ -42,6 +47,7 @@ DETACH_VIEW_ERROR = "Can't detach views in-place. Use detach() instead."
 @dataclass
 class InPlaceFacts:
     versions: dict[str, int]  # t._version after each line
+    version_added: dict[str, int]  # how much each call added to _version
     view_and_base_versions: dict[str, list[int]]  # [v._version, t._version] after each line
     grad_fn_before_in_place: str  # h = w * 2
     grad_fn_after_in_place: str  # after h.add_(1): the in-place op is h's node now
@@ -65,6 +71,8 @@ class InPlaceFacts:
     detach_shares_version: bool  # writing through detach() bumped w._version
     correct_grad: list[float]  # of y = (w * w).sum() at the w it was computed from: 2w
     grad_after_data_change: list[float]  # backward after w.data.mul_(10): 2 * (10w), no error
+    abs_correct_grad: list[float]  # of w.abs().sum() at w = [1, -2, 3]: sign(w)
+    abs_grad_after_data_change: list[float]  # after w.data.mul_(10): the same, right
     detach_change_error: str  # backward after w.detach().mul_(10)
     detach_in_place_error: str  # a view's detach_()
     detach_in_place_on_non_view: list[bool]  # [is_leaf, requires_grad] after k.detach_()
@@ -87,6 +95,18 @@ def in_place(device: str = "cpu", tracer: Tracer = NO_TRACE) -> InPlaceFacts:
     versions["t.mul_(2)"] = t._version
     t.add(1)  # out of place: returns a new tensor, t is untouched
     versions["t.add(1)"] = t._version
+
+    # Not every in-place call adds exactly one: count what each adds.
+    version_added = {}
+    for line, change, tensor in [
+        ("nn.init.orthogonal_(q)", torch.nn.init.orthogonal_, torch.empty(3, 3, device=device)),
+        ("nn.init.sparse_(m, 0.5) on 4 columns", lambda m: torch.nn.init.sparse_(m, 0.5), torch.empty(4, 4, device=device)),
+        ("r.requires_grad_()", torch.Tensor.requires_grad_, torch.ones(3, device=device)),
+        ("r.detach_()", torch.Tensor.detach_, torch.ones(3, device=device)),
+    ]:
+        before = tensor._version
+        change(tensor)
+        version_added[line] = tensor._version - before
 
     # 2. A view and its base share one version counter.
     v = t[1:]
@@ -164,6 +184,13 @@ def in_place(device: str = "cpu", tracer: Tracer = NO_TRACE) -> InPlaceFacts:
     y_data.backward()  # no error: the check sees version 0
     grad_after_data_change = w_data.grad.tolist()
 
+    w_abs = torch.tensor([1.0, -2.0, 3.0], requires_grad=True, device=device)
+    y_abs = w_abs.abs().sum()  # AbsBackward0 saves w_abs; its gradient is sign(w_abs)
+    abs_correct_grad = torch.sign(w_abs).tolist()
+    w_abs.data.mul_(10)  # the check misses it again, but the signs stay
+    y_abs.backward()
+    abs_grad_after_data_change = w_abs.grad.tolist()
+
     w_detached = torch.tensor([1.0, 2.0, 3.0], requires_grad=True, device=device)
     y_detached = (w_detached * w_detached).sum()
     detached = w_detached.detach()
@@ -189,6 +216,7 @@ def in_place(device: str = "cpu", tracer: Tracer = NO_TRACE) -> InPlaceFacts:
 
     return InPlaceFacts(
         versions=versions,
+        version_added=version_added,
         view_and_base_versions=view_and_base,
         grad_fn_before_in_place=grad_fn_before,
         grad_fn_after_in_place=grad_fn_after,
@@ -212,6 +240,8 @@ def in_place(device: str = "cpu", tracer: Tracer = NO_TRACE) -> InPlaceFacts:
         detach_shares_version=detach_shares_version,
         correct_grad=correct_grad,
         grad_after_data_change=grad_after_data_change,
+        abs_correct_grad=abs_correct_grad,
+        abs_grad_after_data_change=abs_grad_after_data_change,
         detach_change_error=detach_change_error,
         detach_in_place_error=detach_in_place_error,
         detach_in_place_on_non_view=[k.is_leaf, k.requires_grad],
@@ -219,8 +249,10 @@ def in_place(device: str = "cpu", tracer: Tracer = NO_TRACE) -> InPlaceFacts:
 
 
 def narrate(facts: InPlaceFacts) -> Iterator[str]:
-    yield "1. Every in-place op bumps the tensor's version counter; an out-of-place op does not:"
+    yield "1. Each in-place kernel that writes bumps the tensor's version counter once; an out-of-place op does not:"
     yield "   " + ", ".join(f"{line} -> t._version = {version}" for line, version in facts.versions.items())
+    yield "   Composite ones may write several times, metadata-only ones not at all (what each call added):"
+    yield "   " + ", ".join(f"{line} +{added}" for line, added in facts.version_added.items())
     yield "2. A view and its base share one counter ([v._version, t._version]):"
     yield "   " + ", ".join(f"{line} -> {versions}" for line, versions in facts.view_and_base_versions.items())
     yield (
@@ -257,8 +289,12 @@ def narrate(facts: InPlaceFacts) -> Iterator[str]:
         f"   y = (w * w).sum() saves w; w changed in place (mul_(10)) before y.backward();"
         f" the right gradient, 2w at the values y was computed from, is {facts.correct_grad}:"
     )
-    yield f"   through w.data:     w.grad = {facts.grad_after_data_change}, silently wrong"
+    yield f"   through w.data:     w.grad = {facts.grad_after_data_change}, silently wrong (mul uses the changed w)"
     yield f"   through w.detach(): RuntimeError: {facts.detach_change_error}"
+    yield (
+        f"   but y = w.abs().sum() at w = [1, -2, 3], then w.data.mul_(10): w.grad = {facts.abs_grad_after_data_change},"
+        f" right (sign(w) = {facts.abs_correct_grad} did not change)"
+    )
     is_leaf, requires_grad = facts.detach_in_place_on_non_view
     yield f"7. k = w * 2; k[1:].detach_() on a view fails: RuntimeError: {facts.detach_in_place_error}"
     yield f"   k.detach_() detaches k itself: is_leaf = {is_leaf}, requires_grad = {requires_grad}"

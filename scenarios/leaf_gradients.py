@@ -2,17 +2,22 @@
 
 is_leaf is True for every tensor that does not require grad, made by an operation
 or not (c and n below), and for a tensor that requires grad only when no recorded
-operation made it: one you create with requires_grad=True. Backward stores
+operation made it: one you create with requires_grad=True (not its .double(), a
+recorded op), or a computed tensor that needed none until requires_grad_(). Backward stores
 gradients only in leaves that require grad; a non-leaf's .grad stays None
 (reading it warns and names retain_grad()), unless retain_grad() asks to keep it
 (on a leaf, retain_grad() does nothing). A tensor hook sees the gradient without
-keeping it. requires_grad can be changed only on a leaf, and only a floating point
+keeping it; a tensor hook on a leaf runs before its .grad is written, and a hook
+registered with register_post_accumulate_grad_hook runs after (it gets the leaf,
+whose .grad is there to read: what optimizers fused into backward use); on a
+non-leaf, which has no .grad, torch refuses it. requires_grad can be changed only on a leaf, and only a floating point
 (or complex) tensor can require grad.
 
-In grad mode torch refuses any in-place change of a leaf that requires grad before
-it runs, whether or not a graph still uses the leaf: an in-place op is recorded by
-becoming the tensor's grad_fn (see in_place.py), and a leaf that requires grad has
-none, its gradient goes into .grad. Under torch.no_grad() nothing is recorded, so
+In grad mode torch refuses an in-place op on a leaf that requires grad (or on a
+view of one) before it runs, whether or not a graph still uses the leaf: an
+in-place op is recorded by becoming the tensor's grad_fn (see in_place.py), and a
+leaf that requires grad has none, its gradient goes into .grad. A leaf that needs
+no grad, like d below, changes in place freely. Under torch.no_grad() nothing is recorded, so
 the change is allowed and bumps the leaf's version counter: that is how
 optimizer.step() works. detach() gives a leaf that shares the storage and the
 version counter, so a write through it bumps w's version too (w.data would not).
@@ -39,6 +44,7 @@ INPLACE_LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-
 NONLEAF_GRAD_WARNING = "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed"
 RETAIN_GRAD_ERROR = "can't retain_grad on Tensor that has requires_grad=False"
 NONLEAF_REQUIRES_GRAD_ERROR = "you can only change requires_grad flags of leaf variables."
+POST_ACCUMULATE_NON_LEAF_ERROR = "post accumulate grad hooks cannot be registered on non-leaf tensors"
 INTEGER_REQUIRES_GRAD_ERROR = "Only Tensors of floating point and complex dtype can require gradients"
 
 
@@ -52,6 +58,8 @@ class LeafFacts:
     k_grad: list[float]  # retain_grad() kept this non-leaf's gradient
     retains_grad: dict[str, bool]  # k after k.retain_grad(); h; w after w.retain_grad() (a no-op on a leaf)
     hook_saw: list[float]  # a hook on h saw its gradient while backward ran, kept nothing
+    hook_order: list[str]  # the hooks in the order backward ran them, with what w.grad was then
+    post_accumulate_on_non_leaf_error: str  # h.register_post_accumulate_grad_hook(...)
     retain_grad_error: str  # c.retain_grad(): c does not require grad
     nonleaf_requires_grad_error: str  # h.requires_grad_(False)
     integer_requires_grad_error: str  # torch.tensor([1, 2, 3], requires_grad=True)
@@ -76,11 +84,21 @@ def leaf_gradients(device: str = "cpu", tracer: Tracer = NO_TRACE) -> LeafFacts:
     w.retain_grad()  # a leaf keeps its gradient anyway: this does nothing
 
     hook_saw = []
+    hook_order = []
 
     def remember(gradient):
         hook_saw.extend(gradient.tolist())  # returning None leaves the gradient unchanged
+        hook_order.append("hook on h")
+
+    def before_accumulation(gradient):
+        hook_order.append(f"hook on w: w.grad = {w.grad}")  # not written yet
+
+    def after_accumulation(leaf):
+        hook_order.append(f"post-accumulate hook on w: w.grad = {leaf.grad.tolist()}")  # written now
 
     h.register_hook(remember)
+    w.register_hook(before_accumulation)
+    w.register_post_accumulate_grad_hook(after_accumulation)
     y = (k * k).sum()
     with tracer.backward_of({"y": y}, names={"w": w, "c": c, "h": h, "k": k}):
         y.backward()
@@ -91,6 +109,12 @@ def leaf_gradients(device: str = "cpu", tracer: Tracer = NO_TRACE) -> LeafFacts:
     h_grad_warning = next(str(warning.message) for warning in caught if warning.category is UserWarning)
 
     # What autograd refuses, each with its RuntimeError.
+    try:
+        h.register_post_accumulate_grad_hook(after_accumulation)  # h has no .grad to be written
+    except RuntimeError as error:
+        post_accumulate_on_non_leaf_error = str(error)
+    else:
+        raise AssertionError("a post-accumulate-grad hook on a non-leaf should fail")
     try:
         c.retain_grad()  # c needs no gradient: there is nothing to keep
     except RuntimeError as error:
@@ -133,6 +157,8 @@ def leaf_gradients(device: str = "cpu", tracer: Tracer = NO_TRACE) -> LeafFacts:
         k_grad=k.grad.tolist(),
         retains_grad={"k": k.retains_grad, "h": h.retains_grad, "w": w.retains_grad},
         hook_saw=hook_saw,
+        hook_order=hook_order,
+        post_accumulate_on_non_leaf_error=post_accumulate_on_non_leaf_error,
         retain_grad_error=retain_grad_error,
         nonleaf_requires_grad_error=nonleaf_requires_grad_error,
         integer_requires_grad_error=integer_requires_grad_error,
@@ -157,6 +183,8 @@ def narrate(facts: LeafFacts) -> Iterator[str]:
     yield f"retain_grad() keeps it: k.grad = {facts.k_grad}  (dy/dk = 2k)"
     yield f"retains_grad: {facts.retains_grad}  (w.retain_grad() on a leaf changes nothing)"
     yield f"A hook on h saw {facts.hook_saw} while backward ran, without keeping it (h.grad is None, above)"
+    yield f"Hooks in the order backward ran them: {facts.hook_order}"
+    yield f"h.register_post_accumulate_grad_hook(...) fails: RuntimeError: {facts.post_accumulate_on_non_leaf_error}"
     yield f"c.retain_grad() fails: RuntimeError: {facts.retain_grad_error}"
     yield f"h.requires_grad_(False) fails: RuntimeError: {facts.nonleaf_requires_grad_error}"
     yield f"torch.tensor([1, 2, 3], requires_grad=True) fails: RuntimeError: {facts.integer_requires_grad_error}"

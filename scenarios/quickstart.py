@@ -4,16 +4,20 @@ This is the tutorial's code (FashionMNIST through torchvision with ToTensor,
 DataLoader(batch_size=64), a three-layer MLP, CrossEntropyLoss, SGD(lr=1e-3), five
 epochs), made to run offline: without the real data it trains on a stand-in in
 the same format (see scenarios/_fashion.py; --download fetches the real one).
-The model is saved atomically and reloaded with torch.load(..., weights_only=True),
-which refuses a checkpoint whose pickle would run code. The test loop runs under
+The model is saved atomically and reloaded with a plain torch.load(path): since
+torch 2.6 its weights_only defaults to True, so it refuses a checkpoint whose
+pickle would run code (tests/test_quickstart.py shows one refused). The test loop runs under
 torch.no_grad(), so it builds no graph (its predictions have no grad_fn);
 model.eval() alone would not stop autograd from recording (see training_step.py).
 Torch computes with one thread per idle core (threads on busy cores slow it down
 many times); the second line printed says how many.
 
 In the debugger: put a breakpoint on `optimizer.step()` in `train` and step in
-(F11) to torch/optim/sgd.py `SGD.step`, or on `torch.load` in `load_model` to see
-torch/serialization.py choose the weights-only unpickler.
+(F11): you land in torch/optim/optimizer.py `wrapper`, which every optimizer's
+step passes (hooks, profiling) before torch/optim/sgd.py `SGD.step`; a function
+breakpoint named `step` stops in `SGD.step` itself (see the README). Or put one
+on `torch.load` in `load_model` to see torch/serialization.py choose the
+weights-only unpickler although the call does not ask for it.
 """
 
 from __future__ import annotations
@@ -153,11 +157,12 @@ def save_model(model: nn.Module, path: Path) -> BinaryIO:
 def load_model(checkpoint: Path | BinaryIO, device: str = "cpu") -> NeuralNetwork:
     """A new model with the weights saved in ``checkpoint`` (a path or an open file).
 
-    weights_only=True lets the unpickler build only tensors and plain containers;
-    a checkpoint whose pickle would call anything else is refused, not run.
+    torch.load's weights_only is True by default (since torch 2.6): the unpickler
+    builds only tensors and plain containers, and a checkpoint whose pickle would
+    call anything else is refused, not run. Passing weights_only=False would run it.
     """
     model = NeuralNetwork().to(device)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model.load_state_dict(torch.load(checkpoint))
     return model
 
 
@@ -326,7 +331,7 @@ def narrate(facts: QuickstartFacts) -> Iterator[str]:
         " and reloaded from that very file"
     )
     yield (
-        "Reloaded with torch.load(..., weights_only=True): parameters identical ="
+        "Reloaded with torch.load(path), weights_only True by default since torch 2.6: parameters identical ="
         f" {facts.reloaded_parameters_identical}; the trained model predicted \"{facts.predicted_before_saving}\","
         f" the reloaded one \"{facts.predicted}\""
     )

@@ -9,8 +9,10 @@ autograd uses to notice in-place changes. x[None] is the same as x.unsqueeze(0).
 In the debugger: `x.unsqueeze(0)` is a C++ function with no Python source: F11
 on it just moves to the next line. Its launch configuration adds --trace, whose
 dispatch mode sends every ATen op through Python (torch/_library/simple_registry.py
-`find_torch_dispatch_rule`, then the trace's own code); the project's debugger
-extension steps past that machinery, so F11 moves to the next line there too.
+`find_torch_dispatch_rule`, then the trace's own code); on Python up to 3.11 the
+project's debugger extension steps past that machinery, so F11 moves to the next
+line there too, but on Python 3.12 and newer (debugpy steps with sys.monitoring)
+it skips only traces/, and F11 can stop in simple_registry.py.
 Watch `u._base` and `z._version` in the Variables pane instead, step into `y.backward()` (torch/_tensor.py `Tensor.backward`), and read
 the trace for the nodes UnsqueezeBackward0 (out of place) and UnsqueezeBackward1
 (in place) and the ATen ops aten::unsqueeze and aten::unsqueeze_.

@@ -38,6 +38,15 @@ def test_every_in_place_op_bumps_the_version_and_an_out_of_place_op_does_not(fac
     }
 
 
+def test_composite_in_place_calls_write_several_times_and_metadata_only_ones_not_at_all(facts):
+    assert facts.version_added == {
+        "nn.init.orthogonal_(q)": 2,
+        "nn.init.sparse_(m, 0.5) on 4 columns": 5,
+        "r.requires_grad_()": 0,
+        "r.detach_()": 0,
+    }
+
+
 def test_a_view_and_its_base_share_one_version_counter(facts):
     assert facts.view_and_base_versions == {"v = t[1:]": [3, 3], "v.add_(1)": [4, 4], "t.add_(1)": [5, 5]}
 
@@ -95,6 +104,11 @@ def test_a_change_through_data_gives_a_silently_wrong_gradient_and_detach_raises
     assert facts.detach_change_error.endswith("is at version 1; expected version 0 instead.")
 
 
+def test_a_change_through_data_is_harmless_when_the_node_does_not_use_the_changed_values(facts):
+    assert facts.abs_correct_grad == [1.0, -1.0, 1.0]
+    assert facts.abs_grad_after_data_change == facts.abs_correct_grad
+
+
 def test_detach_in_place_is_refused_on_a_view_and_makes_a_non_view_a_leaf(facts):
     assert facts.detach_in_place_error == DETACH_VIEW_ERROR
     assert facts.detach_in_place_on_non_view == [True, False]
@@ -128,16 +142,18 @@ def test_every_backward_passes_engine_run_backward_where_the_version_error_is_ra
 
     monkeypatch.setattr(torch.autograd, "_engine_run_backward", watched)
     in_place()
-    assert outcomes == ["ok", VERSION_ERROR, "ok", "ok", VERSION_ERROR]
+    assert outcomes == ["ok", VERSION_ERROR, "ok", "ok", "ok", VERSION_ERROR]
 
 
 def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
     facts, lines = run_main("in_place", [], monkeypatch, capsys)
     saved_error = facts.saved_then_changed_error
     assert lines == [
-        "1. Every in-place op bumps the tensor's version counter; an out-of-place op does not:",
+        "1. Each in-place kernel that writes bumps the tensor's version counter once; an out-of-place op does not:",
         "   t = torch.zeros(3) -> t._version = 0, t.add_(1) -> t._version = 1, t[0] = 5 -> t._version = 2,"
         " t.mul_(2) -> t._version = 3, t.add(1) -> t._version = 3",
+        "   Composite ones may write several times, metadata-only ones not at all (what each call added):",
+        "   nn.init.orthogonal_(q) +2, nn.init.sparse_(m, 0.5) on 4 columns +5, r.requires_grad_() +0, r.detach_() +0",
         "2. A view and its base share one counter ([v._version, t._version]):",
         "   v = t[1:] -> [3, 3], v.add_(1) -> [4, 4], t.add_(1) -> [5, 5]",
         "3. h = w * 2 has grad_fn MulBackward0; after h.add_(1) it is AddBackward0, which feeds MulBackward0",
@@ -157,8 +173,10 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         " bumps w._version): w.data False, w.detach() True",
         "   y = (w * w).sum() saves w; w changed in place (mul_(10)) before y.backward(); the right gradient,"
         " 2w at the values y was computed from, is [2.0, 4.0, 6.0]:",
-        "   through w.data:     w.grad = [20.0, 40.0, 60.0], silently wrong",
+        "   through w.data:     w.grad = [20.0, 40.0, 60.0], silently wrong (mul uses the changed w)",
         f"   through w.detach(): RuntimeError: {facts.detach_change_error}",
+        "   but y = w.abs().sum() at w = [1, -2, 3], then w.data.mul_(10): w.grad = [1.0, -1.0, 1.0],"
+        " right (sign(w) = [1.0, -1.0, 1.0] did not change)",
         f"7. k = w * 2; k[1:].detach_() on a view fails: RuntimeError: {DETACH_VIEW_ERROR}",
         "   k.detach_() detaches k itself: is_leaf = True, requires_grad = False",
     ]

@@ -9,6 +9,7 @@ from scenarios.leaf_gradients import (
     INTEGER_REQUIRES_GRAD_ERROR,
     NONLEAF_GRAD_WARNING,
     NONLEAF_REQUIRES_GRAD_ERROR,
+    POST_ACCUMULATE_NON_LEAF_ERROR,
     RETAIN_GRAD_ERROR,
     leaf_gradients,
 )
@@ -50,6 +51,65 @@ def test_reading_a_non_leaf_grad_raises_user_warning_directly():
     h.backward()
     with pytest.warns(UserWarning, match=r"use \.retain_grad\(\) on the non-leaf Tensor"):
         assert h.grad is None
+
+
+def test_a_leaf_is_a_tensor_no_recorded_operation_made_not_one_you_wrote_down():
+    # What the README's leaf row says: .double() is a recorded op; requires_grad_() records nothing.
+    made = torch.tensor([1.0, 2.0], requires_grad=True)
+    converted = torch.tensor([1.0, 2.0], requires_grad=True).double()
+    computed_then_asked = (torch.ones(2) * 2).requires_grad_()
+    assert (made.is_leaf, converted.is_leaf, computed_then_asked.is_leaf) == (True, False, True)
+    assert type(converted.grad_fn).__name__ == "ToCopyBackward0"
+    assert computed_then_asked.grad_fn is None
+
+
+def test_the_lesson_really_calls_retain_grad_on_k_and_on_the_leaf_w(monkeypatch):
+    # retains_grad of w is False with or without w.retain_grad(): only watching the call
+    # notices the demonstration gone.
+    called_on = []
+    real_retain_grad = torch.Tensor.retain_grad
+
+    def watched(tensor):
+        called_on.append((tensor.is_leaf, tensor.requires_grad, tuple(tensor.shape)))
+        return real_retain_grad(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "retain_grad", watched)
+    leaf_gradients()
+    # k (a non-leaf), w (a leaf: a no-op), then c (refused: needs no grad)
+    assert called_on == [(False, True, (3,)), (True, True, (3,)), (True, False, (3,))]
+
+
+def test_retain_grad_on_a_leaf_keeps_the_same_grad_object_as_without_it():
+    with_call, without = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    with_call.retain_grad()
+    assert (with_call.retains_grad, without.retains_grad) == (False, False)
+    (with_call * 3).sum().backward()
+    (without * 3).sum().backward()
+    kept = with_call.grad
+    (with_call * 3).sum().backward()  # accumulates into the same tensor, in place
+    assert with_call.grad is kept and with_call.grad.tolist() == [6.0, 6.0] and without.grad.tolist() == [3.0, 3.0]
+
+
+def test_hooks_run_before_and_after_the_leafs_grad_is_written(facts):
+    assert facts.hook_order == [
+        "hook on h",
+        "hook on w: w.grad = None",
+        "post-accumulate hook on w: w.grad = [12.0, 20.0, 28.0]",
+    ]
+
+
+def test_a_post_accumulate_grad_hook_on_a_non_leaf_is_refused(facts):
+    assert facts.post_accumulate_on_non_leaf_error == POST_ACCUMULATE_NON_LEAF_ERROR
+    with pytest.raises(RuntimeError, match="^post accumulate grad hooks cannot be registered on non-leaf tensors$"):
+        (torch.ones(2, requires_grad=True) * 2).register_post_accumulate_grad_hook(print)
+
+
+def test_a_post_accumulate_grad_hook_gets_the_leaf_itself():
+    w = torch.ones(2, requires_grad=True)
+    got = []
+    w.register_post_accumulate_grad_hook(lambda leaf: got.append((leaf is w, leaf.grad.tolist())))
+    (w * 5).sum().backward()
+    assert got == [(True, [5.0, 5.0])]
 
 
 def test_retain_grad_keeps_a_non_leaf_gradient(facts):
@@ -128,6 +188,9 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         "retain_grad() keeps it: k.grad = [6.0, 10.0, 14.0]  (dy/dk = 2k)",
         "retains_grad: {'k': True, 'h': False, 'w': False}  (w.retain_grad() on a leaf changes nothing)",
         "A hook on h saw [6.0, 10.0, 14.0] while backward ran, without keeping it (h.grad is None, above)",
+        "Hooks in the order backward ran them: ['hook on h', 'hook on w: w.grad = None',"
+        " 'post-accumulate hook on w: w.grad = [12.0, 20.0, 28.0]']",
+        f"h.register_post_accumulate_grad_hook(...) fails: RuntimeError: {POST_ACCUMULATE_NON_LEAF_ERROR}",
         f"c.retain_grad() fails: RuntimeError: {RETAIN_GRAD_ERROR}",
         f"h.requires_grad_(False) fails: RuntimeError: {facts.nonleaf_requires_grad_error}",
         f"torch.tensor([1, 2, 3], requires_grad=True) fails: RuntimeError: {INTEGER_REQUIRES_GRAD_ERROR}",

@@ -63,7 +63,7 @@ def test_the_model_is_saved_and_reloads_with_identical_parameters(run):
     facts, printed, model_path = run
     assert f"Saved PyTorch Model State to {model_path}\n" in printed
     assert list(model_path.parent.iterdir()) == [model_path]  # no temporary file left
-    state = torch.load(model_path, weights_only=True)
+    state = torch.load(model_path)  # weights_only=True is the default
     assert list(state) == [name for name, _ in NeuralNetwork().named_parameters()]
     assert facts.reloaded_parameters_identical is True
 
@@ -108,7 +108,7 @@ def test_the_script_end_to_end(fashion_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"^ Accuracy: \d+\.\d%, Avg loss: \d\.\d{6} $", result.stdout, re.MULTILINE)
     assert re.search(r'^Predicted: "[^"]+", Actual: "[^"]+"$', result.stdout, re.MULTILINE)
-    assert "Reloaded with torch.load(..., weights_only=True): parameters identical = True" in result.stdout
+    assert "Reloaded with torch.load(path), weights_only True by default since torch 2.6: parameters identical = True" in result.stdout
     assert model_path.is_file()
 
 
@@ -131,7 +131,7 @@ def test_the_narrative_states_each_fact_with_its_value(fashion_data, tmp_path, m
         f"The training loop ran {facts.samples_per_second:.0f} samples/s ({facts.train_seconds:.1f} s in train())",
         f"Saved atomically to {model_path} (a temporary file in the same folder, then os.replace),"
         " and reloaded from that very file",
-        "Reloaded with torch.load(..., weights_only=True): parameters identical = True; the trained model"
+        "Reloaded with torch.load(path), weights_only True by default since torch 2.6: parameters identical = True; the trained model"
         f' predicted "{facts.predicted_before_saving}", the reloaded one "{facts.predicted}"',
     ]
     assert f" Accuracy: {facts.accuracy[0]:.1f}%, Avg loss: {facts.avg_loss[0]:.6f} " in lines
@@ -157,10 +157,30 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         load_model(checkpoint)
     assert not created.exists()
 
+    # torch.load itself, with weights_only left out: refused by default, with torch's message.
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        torch.load(checkpoint)
+    message = str(refused.value)
+    assert message.startswith("Weights only load failed.")
+    assert "we changed the default value of the `weights_only` argument in `torch.load` from `False` to `True`" in message
+    assert "Unsupported global: GLOBAL io.open was not an allowed global by default" in message
+    assert not created.exists()
+
     # What weights_only=True prevented: a plain unpickler runs the call.
     loaded = torch.load(checkpoint, weights_only=False)
     loaded["linear_relu_stack.0.weight"].close()
     assert created.exists()
+
+
+def test_load_model_leaves_weights_only_to_torchs_default(tmp_path, monkeypatch):
+    # The lesson is that the default protects: load_model must not pass weights_only at all.
+    checkpoint = tmp_path / "model.pth"
+    torch.save(NeuralNetwork().state_dict(), checkpoint)
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append(kwargs) or real_load(*args, **kwargs))
+    load_model(checkpoint)
+    assert calls == [{}]
 
 
 @pytest.mark.parametrize(

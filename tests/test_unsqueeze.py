@@ -83,3 +83,16 @@ def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
         " a leaf Variable that requires grad is being used in an in-place operation.",
         "y = w.unsqueeze(0).sum() + (w * 2).unsqueeze_(1).sum() gives w.grad = [3.0, 3.0, 3.0]  (1 + 2)",
     ]
+
+
+def test_each_sum_holds_one_unsqueeze_node_as_the_breakpoint_table_says():
+    # README: next_functions[0][0].next_functions holds UnsqueezeBackward0 only, [1][0] UnsqueezeBackward1.
+    w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = w.unsqueeze(0).sum() + (w * 2).unsqueeze_(1).sum()
+
+    def names(node):
+        return [type(child).__name__ for child, _ in node.next_functions]
+
+    assert names(y.grad_fn) == ["SumBackward0", "SumBackward0"]
+    assert names(y.grad_fn.next_functions[0][0]) == ["UnsqueezeBackward0"]
+    assert names(y.grad_fn.next_functions[1][0]) == ["UnsqueezeBackward1"]
