@@ -37,6 +37,7 @@ Known differences, all outside the numbers (see the README):
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,20 @@ SECOND_BACKWARD_ERROR = (
     ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
     "graph a second time or if you need to access saved tensors after calling backward."
 )
+
+
+# Called with each Step as a node runs; see ``watching``.
+WATCHERS: list[Callable] = []
+
+
+@contextmanager
+def watching(on_node: Callable):
+    """Call ``on_node(step)`` after each node the mirror runs, while inside."""
+    WATCHERS.append(on_node)
+    try:
+        yield
+    finally:
+        WATCHERS.remove(on_node)
 
 
 class NotMirrored(RuntimeError):
@@ -194,6 +209,7 @@ class GraphRoot:
         self.next_functions = tuple(edges)
         self.grads = list(grads)
         self._input_metadata = ()
+        self.metadata: dict = {}
 
     def name(self) -> str:
         return "GraphRoot"
@@ -236,11 +252,10 @@ class GraphTask:
     captured_vars: list = field(default_factory=list)
     tensor_hooks: dict = field(default_factory=dict)  # (node, output_nr) -> tensors with hooks
     order: list = field(default_factory=list)  # the nodes in the order they ran
-    on_node: Callable | None = None  # called with each Step (tests, the scenario)
 
 
 def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output_edges,
-            output_tensors=(), on_node=None):
+            output_tensors=()):
     """Engine::execute: validate the root gradients, count dependencies, mark
     what must run when ``inputs=`` is given, then run the graph.
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/engine.cpp
@@ -255,7 +270,7 @@ def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output
         graph_root = GraphRoot(root_edges, grads)
         first_buffer = InputBuffer(0)
 
-    task = GraphTask(keep_graph=keep_graph, create_graph=create_graph, on_node=on_node)
+    task = GraphTask(keep_graph=keep_graph, create_graph=create_graph)
     task.dependencies = compute_dependencies(graph_root)
     if output_edges:
         task.exec_info = init_to_execute(graph_root, output_edges, accumulate_grad, output_tensors)
@@ -609,8 +624,8 @@ def evaluate_function(task: GraphTask, node, buffer: InputBuffer, queue: ReadyQu
     grads_leaving = call_function(task, node, buffer)
     step = Step(node, name, grads_arriving, grads_leaving)  # noqa: F841  (shown while stepping)
     task.order.append(node)
-    if task.on_node is not None:
-        task.on_node(step)
+    for on_node in WATCHERS:
+        on_node(step)
 
     for i, gradient in enumerate(grads_leaving):
         next_node, input_nr = node.next_functions[i]
