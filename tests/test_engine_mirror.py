@@ -260,3 +260,71 @@ def test_torchvision_models(name):
         model = getattr(models, name)(weights=None)
     model.eval()  # eval: batch norm uses its running statistics, no dropout: both builds compute the same
     check(model_case(model, torch.randn(2, 3, 32, 32)))
+
+
+# --- what the mirror refuses, and torch's own errors ------------------------
+
+
+def test_reentrant_checkpoint_is_refused_before_anything_runs():
+    layer = nn.Linear(3, 3)
+    x = torch.randn(2, 3, requires_grad=True)
+    y = checkpoint(layer, x, use_reentrant=True).sum()
+    with pytest.raises(engine.NotMirrored, match="^CheckpointFunctionBackward: a reentrant checkpoint"):
+        engine.backward(y)
+    assert layer.weight.grad is None and x.grad is None  # nothing ran
+    y.backward()  # torch's own engine still can
+    assert layer.weight.grad is not None
+
+
+class WrongShape(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.ones(7)
+
+
+def test_wrong_gradient_shape_gives_torchs_message():
+    x = torch.randn(3, requires_grad=True)
+    messages = []
+    for api in (torch.autograd.backward, engine.backward):
+        with pytest.raises(RuntimeError) as error:
+            api(WrongShape.apply(x).sum())
+        messages.append(str(error.value).splitlines()[0])
+    assert messages[0] == messages[1]
+    assert messages[1] == ("Function WrongShapeBackward returned an invalid gradient at index 0 - got [7] "
+                           "but expected shape compatible with [3]")
+
+
+def test_second_backward_without_retain_graph_fails_with_torchs_message():
+    w = torch.tensor(1.0, requires_grad=True)
+    y = (w + 2) * (w + 1)
+    engine.backward(y)
+    with pytest.raises(RuntimeError, match="^Trying to backward through the graph a second time"):
+        engine.backward(y)
+    assert w.grad.item() == 5.0  # the refused second backward added nothing
+
+
+def test_retain_graph_lets_gradients_add_up():
+    w = torch.tensor(1.0, requires_grad=True)
+    y = (w + 2) * (w + 1)
+    engine.backward(y, retain_graph=True)
+    engine.backward(y)
+    assert w.grad.item() == 10.0
+
+
+def test_grad_of_an_unused_input_needs_allow_unused():
+    w, unused = torch.randn(2, requires_grad=True), torch.randn(2, requires_grad=True)
+    y = (w * 2).sum()
+    with pytest.raises(RuntimeError, match="appears to not have been used in the graph"):
+        engine.grad(y, [w, unused], retain_graph=True)
+    assert engine.grad(y, [w, unused], allow_unused=True)[1] is None
+
+
+def test_docstrings_link_engine_cpp_at_the_installed_commit():
+    link = f"https://github.com/pytorch/pytorch/blob/{torch.version.git_version}/torch/csrc/autograd/engine.cpp"
+    for function in (engine.compute_dependencies, engine.evaluate_function, engine.call_function,
+                     engine.validate_outputs, engine.thread_main, engine.execute, engine.ReadyQueue):
+        assert link in function.__doc__, function.__name__
