@@ -36,7 +36,9 @@ Known differences, all outside the numbers (see the README):
 
 from __future__ import annotations
 
+import functools
 import gc
+import sys
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,8 @@ from typing import Any
 import torch
 from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
+
+from traces.native import node_derivative
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -276,7 +280,7 @@ def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output
         task.exec_info = init_to_execute(graph_root, output_edges, accumulate_grad, output_tensors)
         task.captured_vars = [None] * sum(len(info.captures) for info in task.exec_info.values())
     refuse_what_cannot_be_mirrored(graph_root, task)
-    task.tensor_hooks = tensor_hooks_by_edge(task.dependencies)
+    task.tensor_hooks = tensor_hooks_by_edge([graph_root, *task.dependencies])
 
     with torch.set_grad_enabled(create_graph):
         thread_main(task, graph_root, first_buffer)
@@ -382,11 +386,12 @@ def has_saved_tensors(node) -> bool:
     return any(name.startswith("_raw_saved_") for name in dir(node))
 
 
-def tensor_hooks_by_edge(dependencies: dict) -> dict:
+def tensor_hooks_by_edge(nodes: list) -> dict:
     """Find the non-leaf tensors with hooks or ``retain_grad`` whose node is
     in this graph. torch keeps them on the node in C++; Python finds the
     tensors themselves (and a leaf's hooks through its AccumulateGrad)."""
-    wanted = {node for node in dependencies if node.name() != "torch::autograd::AccumulateGrad"}
+    wanted = {node for node in nodes if not isinstance(node, GraphRoot)
+              and node.name() != "torch::autograd::AccumulateGrad"}
     found: dict = {}
     for obj in gc.get_objects():
         if not issubclass(type(obj), torch.Tensor):
@@ -587,8 +592,9 @@ class Step:
 
     node: Any
     name: str
-    grads_arriving: list
-    grads_leaving: list
+    grads_arriving: list  # the node's input buffer, after the tensor hooks
+    grads_leaving: list  # one per next_functions entry, after validate_outputs
+    shapes_from_node: list  # the shapes the node returned, before validate_outputs
 
 
 def thread_main(task: GraphTask, graph_root, first_buffer: InputBuffer) -> None:
@@ -621,8 +627,10 @@ def evaluate_function(task: GraphTask, node, buffer: InputBuffer, queue: ReadyQu
             return
 
     grads_arriving = list(buffer.buffer)
-    grads_leaving = call_function(task, node, buffer)
-    step = Step(node, name, grads_arriving, grads_leaving)  # noqa: F841  (shown while stepping)
+    formula = derivative_formula(name) if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
+    queue_now = queue.names() if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
+    grads_leaving, shapes_from_node = call_function(task, node, buffer)
+    step = Step(node, name, grads_arriving, grads_leaving, shapes_from_node)
     task.order.append(node)
     for on_node in WATCHERS:
         on_node(step)
@@ -645,10 +653,10 @@ def evaluate_function(task: GraphTask, node, buffer: InputBuffer, queue: ReadyQu
             task.not_ready[next_node] = next_buffer
 
 
-def call_function(task: GraphTask, node, buffer: InputBuffer) -> list:
+def call_function(task: GraphTask, node, buffer: InputBuffer) -> tuple[list, list]:
     """call_function: the tensor hooks change the arriving gradients, the
     node computes the gradients of its inputs, validate_outputs fits them to
-    the next nodes' inputs.
+    the next nodes' inputs. Returns those, and the shapes the node gave.
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/engine.cpp
     """
     inputs = call_tensor_pre_hooks(task, node, list(buffer.buffer))
@@ -659,9 +667,20 @@ def call_function(task: GraphTask, node, buffer: InputBuffer) -> list:
     else:
         outputs = node(*inputs)  # torch's own C++ backward of this node
         outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
+    shapes_from_node = [None if g is None else list(g.shape) for g in outputs]
     validate_outputs(node.next_functions, outputs,
                      lambda message: f"Function {node.name()} returned an {message}")
-    return outputs
+    return outputs, shapes_from_node
+
+
+@functools.lru_cache(maxsize=None)
+def derivative_formula(name: str) -> str:
+    """The node's derivative formula from derivatives.yaml (traces/native.py),
+    one line per input, or what computes it when it has none."""
+    derivative = node_derivative(name.rsplit("::", 1)[-1])  # torch::autograd::AccumulateGrad
+    if not derivative.formulas:
+        return derivative.summary
+    return "; ".join(f"{', '.join(f.inputs)}: {f.formula}" for f in derivative.formulas)
 
 
 def call_tensor_pre_hooks(task: GraphTask, node, inputs: list) -> list:
