@@ -83,6 +83,43 @@ def watching(on_node: Callable):
         WATCHERS.remove(on_node)
 
 
+# Node hooks for the Python engine, by node: torch keeps ``node.register_prehook``
+# and ``node.register_hook`` in C++, where Python cannot list them, so code that
+# wants its node hooks run by both engines registers them with
+# ``register_node_hooks`` (the trace's backward recorder does).
+NODE_HOOKS: dict = {}  # node -> list of [pre_hook, post_hook]
+
+
+class NodeHooksHandle:
+    """Removes the hooks ``register_node_hooks`` added, from both engines."""
+
+    def __init__(self, node, entry, torch_handles):
+        self.node, self.entry, self.torch_handles = node, entry, torch_handles
+
+    def remove(self) -> None:
+        for handle in self.torch_handles:
+            handle.remove()
+        entries = NODE_HOOKS.get(self.node, [])
+        if self.entry in entries:
+            entries.remove(self.entry)
+        if not entries:
+            NODE_HOOKS.pop(self.node, None)
+        self.torch_handles = []
+
+
+def register_node_hooks(node, pre_hook=None, post_hook=None) -> NodeHooksHandle:
+    """``node.register_prehook(pre_hook)`` and ``node.register_hook(post_hook)``,
+    also seen by the Python engine."""
+    torch_handles = []
+    if pre_hook is not None:
+        torch_handles.append(node.register_prehook(pre_hook))
+    if post_hook is not None:
+        torch_handles.append(node.register_hook(post_hook))
+    entry = [pre_hook, post_hook]
+    NODE_HOOKS.setdefault(node, []).append(entry)
+    return NodeHooksHandle(node, entry, torch_handles)
+
+
 class NotMirrored(RuntimeError):
     """The graph holds something the Python mirror cannot do as torch does.
 
@@ -96,7 +133,8 @@ class NotMirrored(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
-def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None) -> None:
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, grad_variables=None,
+             inputs=None) -> None:
     """``torch.autograd.backward``, run by the Python engine.
 
     The argument handling is torch's own (torch/autograd/__init__.py); where
@@ -104,6 +142,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     below. See THPEngine_run_backward in python_engine.cpp:
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_engine.cpp
     """
+    if grad_variables is not None:  # torch's deprecated name for grad_tensors
+        grad_tensors = grad_variables if grad_tensors is None else grad_tensors
     if inputs is None:
         inputs_tuple = ()
     elif isinstance(inputs, torch.Tensor):
@@ -121,10 +161,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
                  allow_unreachable=True, accumulate_grad=True)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=None, materialize_grads=False):
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
     """``torch.autograd.grad``, run by the Python engine: the gradients of
     ``outputs`` with respect to ``inputs``, returned instead of accumulated."""
+    if is_grads_batched:
+        raise NotMirrored("grad(is_grads_batched=True): vmap over backward runs in torch's engine only")
     if allow_unused is None:
         allow_unused = materialize_grads
     outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
@@ -141,9 +183,20 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return result
 
 
-def tensor_backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:
-    """``Tensor.backward`` by the Python engine (what ``--engine python`` installs)."""
-    backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+@contextmanager
+def installed():
+    """While inside, ``torch.autograd.backward`` and ``torch.autograd.grad``
+    (and so ``Tensor.backward``, which calls the first) run in this engine:
+    what ``python -m traces --engine python`` does for a script."""
+    originals = torch.autograd.backward, torch.autograd.grad
+    torch.autograd.backward, torch.autograd.grad = backward, grad
+    try:
+        yield
+    finally:
+        if torch.autograd.backward is backward:  # else someone wrapped it again: theirs calls ours
+            torch.autograd.backward = originals[0]
+        if torch.autograd.grad is grad:
+            torch.autograd.grad = originals[1]
 
 
 # ---------------------------------------------------------------------------
@@ -660,6 +713,7 @@ def call_function(task: GraphTask, node, buffer: InputBuffer) -> tuple[list, lis
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/engine.cpp
     """
     inputs = call_tensor_pre_hooks(task, node, list(buffer.buffer))
+    inputs = call_pre_hooks(node, inputs)
     if isinstance(node, GraphRoot):
         outputs = list(node.grads)
     elif isinstance(node, BackwardCFunction):
@@ -670,7 +724,30 @@ def call_function(task: GraphTask, node, buffer: InputBuffer) -> tuple[list, lis
     shapes_from_node = [None if g is None else list(g.shape) for g in outputs]
     validate_outputs(node.next_functions, outputs,
                      lambda message: f"Function {node.name()} returned an {message}")
+    outputs = call_post_hooks(node, outputs, inputs)
     return outputs, shapes_from_node
+
+
+def call_pre_hooks(node, inputs: list) -> list:
+    """call_pre_hooks: the node's pre-hooks (those registered with
+    ``register_node_hooks``) see, and may replace, the gradients arriving."""
+    for pre_hook, _ in list(NODE_HOOKS.get(node, ())):
+        if pre_hook is not None:
+            result = pre_hook(tuple(inputs))
+            if result is not None:
+                inputs = list(result)
+    return inputs
+
+
+def call_post_hooks(node, outputs: list, inputs: list) -> list:
+    """call_post_hooks: the node's hooks see the gradients leaving and
+    arriving, and may replace those leaving."""
+    for _, post_hook in list(NODE_HOOKS.get(node, ())):
+        if post_hook is not None:
+            result = post_hook(tuple(outputs), tuple(inputs))
+            if result is not None:
+                outputs = list(result)
+    return outputs
 
 
 @functools.lru_cache(maxsize=None)
