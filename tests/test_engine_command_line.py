@@ -66,3 +66,18 @@ def test_installed_routes_backward_and_grad_then_puts_torchs_back():
                                                  "torch::autograd::AccumulateGrad"]
         assert w.grad.item() == 5.0
     assert (torch.autograd.backward, torch.autograd.grad) == originals
+
+
+def test_the_debugger_extension_steps_into_the_engine_but_past_the_rest_of_traces():
+    from pydevd_plugins.extensions import stepthrough_session
+
+    dont_trace = type("pydevd_dont_trace", (), {"should_trace_hook": None})
+    stepthrough_session.step_past_tracer(dont_trace, per_frame=False)
+    hook = dont_trace.should_trace_hook
+    assert hook(engine.evaluate_function.__code__, engine.__file__) is True
+    recorder = engine.register_node_hooks  # a function of traces/engine.py too: stepped into
+    assert hook(recorder.__code__, recorder.__code__.co_filename) is True
+    from traces import backward as backward_recorder
+
+    function = backward_recorder.changed_in_one  # a plain function of the backward recorder
+    assert hook(function.__code__, function.__code__.co_filename) is False
