@@ -75,8 +75,9 @@ def test_the_debugger_extension_steps_into_the_engine_but_past_the_rest_of_trace
     stepthrough_session.step_past_tracer(dont_trace, per_frame=False)
     hook = dont_trace.should_trace_hook
     assert hook(engine.evaluate_function.__code__, engine.__file__) is True
-    recorder = engine.register_node_hooks  # a function of traces/engine.py too: stepped into
-    assert hook(recorder.__code__, recorder.__code__.co_filename) is True
+    from traces.node_hooks import register_node_hooks  # what the recorder calls: stepped past
+
+    assert hook(register_node_hooks.__code__, register_node_hooks.__code__.co_filename) is False
     from traces import backward as backward_recorder
 
     function = backward_recorder.changed_in_one  # a plain function of the backward recorder

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from traces.engine import register_node_hooks
+from traces.node_hooks import register_node_hooks
 from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
 

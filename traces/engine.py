@@ -49,6 +49,7 @@ from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
 from traces.native import node_derivative
+from traces.node_hooks import NODE_HOOKS
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -81,43 +82,6 @@ def watching(on_node: Callable):
         yield
     finally:
         WATCHERS.remove(on_node)
-
-
-# Node hooks for the Python engine, by node: torch keeps ``node.register_prehook``
-# and ``node.register_hook`` in C++, where Python cannot list them, so code that
-# wants its node hooks run by both engines registers them with
-# ``register_node_hooks`` (the trace's backward recorder does).
-NODE_HOOKS: dict = {}  # node -> list of [pre_hook, post_hook]
-
-
-class NodeHooksHandle:
-    """Removes the hooks ``register_node_hooks`` added, from both engines."""
-
-    def __init__(self, node, entry, torch_handles):
-        self.node, self.entry, self.torch_handles = node, entry, torch_handles
-
-    def remove(self) -> None:
-        for handle in self.torch_handles:
-            handle.remove()
-        entries = NODE_HOOKS.get(self.node, [])
-        if self.entry in entries:
-            entries.remove(self.entry)
-        if not entries:
-            NODE_HOOKS.pop(self.node, None)
-        self.torch_handles = []
-
-
-def register_node_hooks(node, pre_hook=None, post_hook=None) -> NodeHooksHandle:
-    """``node.register_prehook(pre_hook)`` and ``node.register_hook(post_hook)``,
-    also seen by the Python engine."""
-    torch_handles = []
-    if pre_hook is not None:
-        torch_handles.append(node.register_prehook(pre_hook))
-    if post_hook is not None:
-        torch_handles.append(node.register_hook(post_hook))
-    entry = [pre_hook, post_hook]
-    NODE_HOOKS.setdefault(node, []).append(entry)
-    return NodeHooksHandle(node, entry, torch_handles)
 
 
 class NotMirrored(RuntimeError):
