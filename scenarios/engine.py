@@ -22,8 +22,8 @@ torch's own nodes, but in Python:
 narrative shows equal to the Python engine's.
 
 In the debugger: put a breakpoint on `engine.backward(y)` in `engine_run` below
-and press F11: you land in traces/engine.py `backward`. Step on (F10) to
-`thread_main`, then F11 into `evaluate_function`: each pass through its loop is
+and press F11: you land in traces/engine.py `backward`. F11 on through
+`run_backward`, `execute` and `thread_main` into `evaluate_function`: each call is
 one node, with `name`, `grads_arriving`, `formula`, `queue_now` and, after
 `call_function`, `grads_leaving` in the Variables pane. A breakpoint condition
 `name == "MulBackward0"` stops at one node.
