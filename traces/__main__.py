@@ -9,6 +9,7 @@ and exit status pass through unchanged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import sys
@@ -128,6 +129,13 @@ def build_parser() -> Parser:
         help="for a model: how many levels of nn.Modules the graph, backward view and picture open up "
         "(default: 2; every node is in the JSON whatever the depth)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "python"),
+        default="torch",
+        help="which autograd engine runs SCRIPT's backward passes: torch's C++ one (default) or the Python "
+        "mirror in traces/engine.py, which a debugger can step through node by node",
+    )
     parser.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="arguments for SCRIPT")
     return parser
@@ -194,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
 
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
+    from traces.engine import installed
+
+    engine = installed() if args.engine == "python" else contextlib.nullcontext()
     hand_back()  # the script meets Ctrl-C as it would under python SCRIPT
     with paths_from(os.getcwd()):  # the script may change the current folder
-        with watching(watch), saying_when_os_exit_loses_the_trace(script):
+        with engine, watching(watch), saying_when_os_exit_loses_the_trace(script):
             status, error = run_script(script, args.args)
         sys.stdout.flush()
         if os.getpid() != watch.pid:  # a child the script forked, ending: only the parent traces

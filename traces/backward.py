@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from traces.node_hooks import register_node_hooks
 from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
 
@@ -198,8 +199,8 @@ def record_backward(
     try:
         with tracer_at_work():
             for fn, node_id in zip(fns, node_ids):
-                handles.append(fn.register_prehook(before(fn, node_id, type(fn).__name__)))
-                handles.append(fn.register_hook(after(fn, node_id)))
+                # Both engines call them: torch's, and the Python one (traces/engine.py).
+                handles.append(register_node_hooks(fn, before(fn, node_id, type(fn).__name__), after(fn, node_id)))
         yield recording
     finally:
         in_flight.clear()
