@@ -133,7 +133,7 @@ def test_json_has_the_documented_keys(trace, tmp_path):
     path = tmp_path / "backward.json"
     assert written[0] == path
     data = json.loads(path.read_text())
-    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 5
+    assert list(data)[0] == "schema_version" and data["schema_version"] == SCHEMA_VERSION == 6
     assert {"scenario", "torch_version", "device", "graph", "backward", "facts"} <= data.keys()
     assert data["scenario"] == "backward" and data["torch_version"] == torch.__version__
     assert {"outputs", "nodes", "edges", "modules"} == data["graph"].keys()

@@ -1,11 +1,11 @@
 """The JSON form of a trace: the one machine-readable form, read by the tests.
 
-Schema (``schema_version`` 5); every key is always present:
+Schema (``schema_version`` 6); every key is always present:
 
-- ``schema_version``: 5 (version 1 had no ``version`` in ``saved``; version 2
+- ``schema_version``: 6 (version 1 had no ``version`` in ``saved``; version 2
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
   ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
-  fields listed at the end)
+  fields listed at the end; 6 adds ``time_ns`` to backward steps)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
@@ -37,9 +37,12 @@ Schema (``schema_version`` 5); every key is always present:
     ``kind`` is the class, ``parent`` the name of the module it sits in (``null``
     for an outermost one), ``path`` and ``line`` where the user's code first called it
 - ``backward``: the steps in the order the engine ran them:
-  ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
+  ``{order, node, name, arriving, leaving, before_hooks, time_ns}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
-  what was sent (summed over the edges feeding it) where a hook changed it
+  what was sent (summed over the edges feeding it) where a hook changed it;
+  ``time_ns`` the node's wall time in nanoseconds (``time.perf_counter_ns``, from
+  the end of its pre-hook to the start of its hook: the tracer's own work is not
+  counted, the ops view's dispatch mode is), or ``null`` where it did not finish
 - ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count}``,
   ``phase`` being ``"forward"`` (from the start of the run to the traced
   backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;

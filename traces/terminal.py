@@ -72,13 +72,15 @@ def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, 
         if "graph" in views:
             render_module_graph(trace, depth, console)
         if "backward" in views and trace.backward:
-            console.print(module_backward_table(trace, depth))
+            console.print(module_backward_table(trace, depth, console.width))
+            render_slowest(trace, console, depth)
         return
     if "graph" in views:
         console.print(graph_tree(trace.graph))
         render_formula_sources(trace, console)
     if "backward" in views and trace.backward:
         console.print(backward_table(trace, trace.graph, console.width))
+        render_slowest(trace, console, None)
 
 
 # Node by node, for small graphs
@@ -329,24 +331,17 @@ def add_lines_outside_modules(lines: Lines, graph: AutogradGraph) -> None:
         lines.add(2, Text(f"… {len(ordered) - MAX_LINE_GROUPS} more lines, {rest} nodes (all in the JSON)", style="dim"))
 
 
-def module_backward_table(trace: Trace, depth: int) -> Table:
-    """Backward by module: one row per run of consecutive steps in one module (or line of code)."""
+def module_backward_table(trace: Trace, depth: int, width: int = 120) -> Table:
+    """Backward by module: one row per run of consecutive steps in one module (or line of code).
+
+    No cell is ever broken inside a word (a number split over two lines reads as two numbers):
+    where the four columns do not fit ``width``, the gradient arriving goes under the module's
+    name, whole, and the table has three columns."""
     graph = trace.graph
     group_of = display_groups(graph, depth)
     norms = gradient_norms(trace.backward, graph)
     kind_of = {info.name: info.kind for info in graph.modules}
     opened = opened_modules(graph, depth)
-    table = Table(
-        title=f"Backward, by {'module' if graph.modules else 'line of code'}: the order the engine ran the nodes in",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("module", no_wrap=True)  # never cut: the names tell the rows apart
-    table.add_column("gradient arriving", overflow="fold")
-    table.add_column("into .grad", overflow="fold")
     runs: list[list] = []
     for step in trace.backward:
         group = group_of.get(step.node, "")
@@ -354,17 +349,31 @@ def module_backward_table(trace: Trace, depth: int) -> Table:
             runs[-1][1].append(step)
         else:
             runs.append([group, [step]])
+    rows = []
     for group, steps in runs:
         first, last = steps[0].order, steps[-1].order
         label = group_label(group, kind_of, opened, [graph.node(step.node) for step in steps])
-        arriving = arriving_text(steps[0])
         norm = combined_norm([norms[step.node] for step in steps if step.node in norms])
-        table.add_row(
-            str(first) if first == last else f"{first}-{last}",
-            label,
-            arriving,
-            "" if norm is None else f"norm {norm:.4g}",
-        )
+        steps_text = str(first) if first == last else f"{first}-{last}"
+        rows.append((steps_text, label, arriving_text(steps[0]), "" if norm is None else f"norm {norm:.4g}"))
+    title = f"Backward, by {'module' if graph.modules else 'line of code'}: the order the engine ran the nodes in"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    widths = [max((Text.from_markup(row[column]).cell_len for row in rows), default=0) for column in range(4)]
+    headers = ("steps", "module", "gradient arriving", "into .grad")
+    widths = [max(width_, len(header)) for width_, header in zip(widths, headers)]
+    table.add_column("steps", justify="right", no_wrap=True)
+    if sum(widths) + 2 * 3 <= width:  # each column but the first is set off by two spaces
+        table.add_column("module", no_wrap=True)  # never cut: the names tell the rows apart
+        table.add_column("gradient arriving", no_wrap=True)
+        table.add_column("into .grad", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        return table
+    # Too narrow: the gradient under the name. Only a gradient longer than the whole width folds.
+    table.add_column("module / gradient arriving", overflow="fold")
+    table.add_column("into .grad", no_wrap=True)
+    for steps_text, label, arriving, norm in rows:
+        table.add_row(steps_text, f"{label}\n  [dim]{arriving}[/dim]", norm)
     return table
 
 
@@ -380,6 +389,56 @@ def group_label(group: str, kind_of: dict[str, str], opened: set[str], nodes: li
     kind = kind_of.get(group)
     itself = " itself" if group in opened else ""  # the modules inside it have rows of their own
     return escape(f"{group}{itself} ({kind})" if kind and kind != group else f"{group}{itself}")
+
+
+# Where backward spent its time
+
+SLOWEST = 5  # modules and nodes listed by the time backward spent in them
+
+
+def duration_text(nanoseconds: int) -> str:
+    """``0.84 ms``, ``12 µs``: short enough never to be broken across lines."""
+    if nanoseconds >= 1_000_000_000:
+        return f"{nanoseconds / 1e9:.3g} s"
+    if nanoseconds >= 1_000_000:
+        return f"{nanoseconds / 1e6:.3g} ms"
+    return f"{nanoseconds / 1e3:.3g} µs"
+
+
+def render_slowest(trace: Trace, console: Console, depth: int | None) -> None:
+    """The modules (at ``depth``, for a model) and the nodes backward spent longest in: each
+    node's wall time from its pre-hook to its hook, summed over the nodes of a module."""
+    timed = [step for step in trace.backward if step.time_ns is not None]
+    if not timed:
+        return
+    graph = trace.graph
+    total = sum(step.time_ns for step in timed)
+    lines = Lines(console)
+    lines.add(
+        0,
+        Text.assemble(
+            ("Backward time, slowest first", "bold"),
+            (f" (each node's wall time between its hooks; {len(timed)} nodes, {duration_text(total)} in all)", "dim"),
+        ),
+    )
+    if depth is not None and graph.modules:
+        group_of = display_groups(graph, depth)
+        kind_of = {info.name: info.kind for info in graph.modules}
+        by_group: dict[str, int] = {}
+        for step in timed:
+            group = group_of.get(step.node, "")
+            by_group[group] = by_group.get(group, 0) + step.time_ns
+        lines.add(2, Text(f"by module, {depth} level{'s' if depth != 1 else ''} deep:"))
+        for group, spent in sorted(by_group.items(), key=lambda item: -item[1])[:SLOWEST]:
+            nodes = [graph.node(step.node) for step in timed if group_of.get(step.node) == group]
+            label = group_label(group, kind_of, set(), nodes)
+            lines.add(4, Text(f"{duration_text(spent):>9} {100 * spent / total:3.0f}%  {Text.from_markup(label).plain}"))
+    lines.add(2, Text("by node:"))
+    for step in sorted(timed, key=lambda step: -step.time_ns)[:SLOWEST]:
+        node = graph.node(step.node)
+        where = f" in {node.module}" if node.module else ""
+        lines.add(4, Text(f"{duration_text(step.time_ns):>9} {100 * step.time_ns / total:3.0f}%  {node.label}{where}"), location_text(node))
+    lines.print()
 
 
 # The ops and the source

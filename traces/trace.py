@@ -24,7 +24,7 @@ from traces.tensors import tracer_at_work
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 5  # see traces/json_file.py
+SCHEMA_VERSION = 6  # see traces/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
