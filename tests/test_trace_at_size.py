@@ -118,7 +118,8 @@ def test_depth_opens_more_levels(resnet):
 
 def test_backward_is_one_row_per_module_in_the_order_it_ran(resnet):
     text = shown(resnet[0], 80, views=("backward",))
-    rows = [line.split()[1] for line in text.splitlines() if re.match(r"^\s*\d+(-\d+)?\s{3}", line)]
+    # At 80 columns each row's gradient goes under its name: a row starts with its steps and a name.
+    rows = [line.split()[1] for line in text.splitlines() if re.match(r"^\s*\d+(-\d+)?\s{3}[a-zA-Z]", line)]
     assert rows[:3] == ["loss", "fc", "ResNet"]
     assert rows.index("layer4.1") < rows.index("layer4.0") < rows.index("layer1.0") < rows.index("conv1")
     assert len(rows) == len(set(rows)) == 16  # no two rows alike

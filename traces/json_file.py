@@ -5,7 +5,8 @@ Schema (``schema_version`` 6); every key is always present:
 - ``schema_version``: 6 (version 1 had no ``version`` in ``saved``; version 2
   wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
   ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
-  fields listed at the end; 6 adds ``time_ns`` to backward steps)
+  fields listed at the end; 6 adds ``time_ns`` to backward steps and
+  ``building`` to source entries)
 - ``scenario``: the scenario's name, e.g. ``"backward"`` (for ``python -m traces``,
   the script's name; for ``traces.record()``, the name it was given)
 - ``torch_version``, ``device``: where it ran
@@ -48,8 +49,9 @@ Schema (``schema_version`` 6); every key is always present:
   backward) or ``"backward"``, ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
   ``count`` calls in a row with the same op, phase and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
-  ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
-  torch is installed in, e.g. ``torch/autograd/__init__.py``
+  ``{function, path, line, depth, calls, building}``; ``path`` is relative to the folder
+  torch is installed in, e.g. ``torch/autograd/__init__.py``; ``building`` is true
+  for a function entered only inside an ``nn.Module``'s ``__init__`` (building a model)
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
 - ``facts``: what the scenario's lesson function returned (a fact whose name ends
   in ``_path`` is a path, written like every other one)

@@ -43,14 +43,25 @@ MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the r
 MAX_LINE_GROUPS = 30  # lines of code outside any module shown one by one; the rest are counted
 
 
-def render_trace(trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+def render_trace(
+    trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None, focus: str | None = None
+) -> None:
     """The views asked for, of graph, backward, ops and source, in that order.
 
     ``depth`` opens a model's module tree that many levels (default 2, for graphs
-    too large to list node by node).
+    too large to list node by node). ``focus`` (a module, parameter or node name)
+    shows that part of the graph node by node in place of the graph and backward
+    views (see ``traces.focus``); an unknown name raises ``UnknownFocus`` before
+    anything is printed.
     """
     shown = []
-    if "graph" in views or "backward" in views:
+    if focus is not None:
+        from traces.focus import focused_nodes, render_focus
+
+        if trace.graph is not None:
+            focused_nodes(trace.graph, focus)  # raises for an unknown name, before anything is printed
+        shown.append(lambda: render_focus(trace, console, focus))
+    elif "graph" in views or "backward" in views:
         shown.append(lambda: render_graph_and_backward(trace, console, views, depth))
     if "ops" in views:
         compact = trace.graph is not None and grouped(trace.graph, depth)
@@ -81,6 +92,13 @@ def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, 
     if "backward" in views and trace.backward:
         console.print(backward_table(trace, trace.graph, console.width))
         render_slowest(trace, console, None)
+
+
+def print_saved(console: Console, paths) -> None:
+    """``Saved the trace:`` and each file on a line of its own, whole, so that each is a link."""
+    console.print("Saved the trace:", markup=False)
+    for path in paths:
+        console.print(f"  {path}", markup=False, soft_wrap=True, highlight=False)
 
 
 # Node by node, for small graphs
@@ -283,6 +301,8 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
         frontier = group.depth >= depth or not group.children
         title = group.title if parent is None else f"{relative_name(group, parent)} ({group.kind})"
         lines.add(indent, *module_text(group, title, frontier, norms))
+        if frontier:
+            add_parameters(lines, indent + 4, group, norms)
         if fold.same:
             stack.append((indent, same_structure_text(fold, parent, norms), None))
         if frontier:
@@ -293,6 +313,24 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
             stack.append((indent + 2, inner, group))
     add_lines_outside_modules(lines, graph)
     lines.print()
+
+
+MAX_PARAMETERS = 6  # parameters named under a module in the grouped view; --focus shows the rest
+
+
+def add_parameters(lines: Lines, indent: int, group: ModuleGroup, norms: dict[str, float]) -> None:
+    """``params: conv1.weight 880.9, bn1.weight 3.1, …``: the module's parameters, named as
+    --focus takes them (relative to the module), with the norm of the gradient each received."""
+    named = [node for node in group.nodes() if node.is_leaf and node.variable]
+    if not named:
+        return
+    prefix = group.name + "."
+    shown = [
+        f"{node.variable.removeprefix(prefix)} {norms[node.id]:.4g}" if node.id in norms else f"{node.variable.removeprefix(prefix)} -"
+        for node in named[:MAX_PARAMETERS]
+    ]
+    more = f", … +{len(named) - MAX_PARAMETERS} more (--focus {group.name})" if len(named) > MAX_PARAMETERS else ""
+    lines.add(indent, Text("grad norms: " + ", ".join(shown) + more, style="yellow"))
 
 
 def same_structure_text(fold: Fold, parent: ModuleGroup | None, norms: dict[str, float]) -> Text:
@@ -462,9 +500,24 @@ def render_ops(trace: Trace, console: Console, compact: bool = False) -> None:
             phase = ""
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     widths = [max(width, len(title)) for width, title in zip(widths, ("phase", "op", "calls"))]
-    shapes_width = max(console.width - sum(widths) - 13, 12)  # 13: the borders and padding of four columns
+    shapes_width = console.width - sum(widths) - 13  # 13: the borders and padding of four columns
     table = Table(title="ATen ops: what ran below autograd, folded by name", title_justify="left")
     table.add_column("phase", no_wrap=True, min_width=widths[0])
+    if shapes_width < 12:  # a long op name leaves the shapes too little room: they go under the name
+        table.add_column("op / first call: inputs -> outputs", no_wrap=True, min_width=widths[1])
+        table.add_column("calls", justify="right", no_wrap=True, min_width=widths[2])
+        shapes_width = max(console.width - widths[0] - widths[2] - 10, 12)  # 10: three columns' borders
+        for phase, op, count, shapes in rows:
+            cell = Text(op, style="dim" if not count else "")
+            if shapes:
+                under = Text("  " + shapes, style="dim")
+                under.truncate(shapes_width, overflow="ellipsis")
+                cell.append("\n")
+                cell.append_text(under)
+            table.add_row(phase, cell, count)
+        console.print(table)
+        render_kernels(trace, console, compact)
+        return
     table.add_column("op", no_wrap=True, min_width=widths[1])
     table.add_column("calls", justify="right", no_wrap=True, min_width=widths[2])
     table.add_column("first call: inputs -> outputs", no_wrap=True, max_width=shapes_width)
@@ -480,17 +533,30 @@ def render_source(trace: Trace, console: Console) -> None:
     if trace.source_skipped:
         console.print(f"[bold]Torch source entered:[/bold] skipped: {escape(trace.source_skipped)}")
         return
+    shown = [entry for entry in trace.source if not entry.building]
+    building = [entry for entry in trace.source if entry.building]
     console.print(
-        f"[bold]Torch source entered[/bold] [dim]({len(trace.source)} functions, in first-entry order, "
+        f"[bold]Torch source entered[/bold] [dim]({len(shown)} functions, in first-entry order, "
         "indented by call depth, with the call count; ctrl+click a path to open it)[/dim]"
     )
     width = console.width
-    for entry in trace.source:
+    for entry in shown:
+        name = f"{entry.function} x{entry.calls}"
+        # Indented by call depth as far as the line allows; deeper calls show their depth instead.
         indent = "  " * entry.depth
-        what = f"{indent}{entry.function} x{entry.calls}"
+        if len(indent) + len(name) > width:
+            marker = f"{entry.depth}> "
+            indent = " " * max(0, width - len(name) - len(marker)) + marker
+        what = indent + name
         where = f"{shown_path(entry.path)}:{entry.line}"
         if len(what) + 2 + len(where) <= width:
             console.print(f"{what}  {where}", markup=False, highlight=False, soft_wrap=True)
         else:  # the path on a line of its own, whole, so that it stays a link, indented as far as it fits
             console.print(what, markup=False, highlight=False, soft_wrap=True)
             console.print(" " * max(0, min(len(indent) + 2, width - len(where))) + where, markup=False, highlight=False, soft_wrap=True)
+    if building:
+        calls = sum(entry.calls for entry in building)
+        console.print(
+            f"[dim]… and {len(building)} functions ({calls} calls) entered only while building the model, "
+            "inside nn.Module __init__s (in the JSON: source, building true)[/dim]"
+        )
