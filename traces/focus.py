@@ -126,24 +126,25 @@ def render_focus(trace: Trace, console: Console, name: str) -> None:
     lines.print()
 
 
-def add_node(lines, graph: AutogradGraph, node: AutogradNode, step: BackwardStep | None) -> None:
+def add_node(lines, graph: AutogradGraph, node: AutogradNode, step: BackwardStep | None, indent: int = 4, source: bool = True
+) -> None:
     """One node: its step, name and module, where the code made it, the gradients and its formula
     with the numbers; the formula's source on a line of its own, whole, so that it stays a link."""
     from traces.terminal import arriving_text, gradient_text, location_text
 
     module = f" in {node.module}" if node.module else ""
     order = f"step {step.order}: " if step else "never ran: "
-    lines.add(4, Text.assemble((order, "dim"), (node.label, "bold cyan"), module), location_text(node))
+    lines.add(indent, Text.assemble((order, "dim"), (node.label, "bold cyan"), module), location_text(node))
     if step is None:
         return
-    lines.add(8, Text(f"gradient arriving: {Text.from_markup(arriving_text(step)).plain}"))
+    lines.add(indent + 4, Text(f"gradient arriving: {Text.from_markup(arriving_text(step)).plain}"))
     if step.leaving:
         leaving = ", ".join(Text.from_markup(gradient_text(g)).plain for g in step.leaving)
-        lines.add(8, Text(f"gradients leaving: {leaving}"))
+        lines.add(indent + 4, Text(f"gradients leaving: {leaving}"))
     derivative = node.derivative
     if derivative is None:
         return
     for equation in gradient_equations(derivative, node, step, slot_targets(graph, node.id)):
-        lines.add(8, Text(equation, style="blue"))
-    if derivative.source is not None:
-        lines.add(8, Text(derivative.summary, style="dim"), derivative.source.location)
+        lines.add(indent + 4, Text(equation, style="blue"))
+    if source and derivative.source is not None:
+        lines.add(indent + 4, Text(derivative.summary, style="dim"), derivative.source.location)

@@ -87,10 +87,16 @@ def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, 
             render_slowest(trace, console, depth)
         return
     if "graph" in views:
-        console.print(graph_tree(trace.graph))
+        if fits_as_tree(trace.graph, console.width):
+            console.print(graph_tree(trace.graph))
+        else:
+            render_graph_list(trace.graph, console)
         render_formula_sources(trace, console)
     if "backward" in views and trace.backward:
-        console.print(backward_table(trace, trace.graph, console.width))
+        if console.width >= TABLE_WIDTH:
+            console.print(backward_table(trace, trace.graph, console.width))
+        else:
+            render_backward_list(trace, console)
         render_slowest(trace, console, None)
 
 
@@ -167,6 +173,64 @@ def graph_tree(graph: AutogradGraph) -> Tree:
     return tree
 
 
+def walk_order(graph: AutogradGraph) -> list[tuple[str, int]]:
+    """(node id, how deep the tree nests it) for each node, once, in the tree's order."""
+    order: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    stack = [(output_id, 0) for output_id in reversed(graph.outputs)]
+    while stack:
+        node_id, level = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        order.append((node_id, level))
+        for edge in reversed(graph.edges_from(node_id)):
+            stack.append((edge.target, level + 1))
+    return order
+
+
+TREE_SHARE = 3  # the tree's indentation may take at most a third of the width
+
+
+def fits_as_tree(graph: AutogradGraph, width: int) -> bool:
+    """Whether the nested tree leaves each node enough of the width: a chain of layers nests
+    four columns a node, and at 80 columns its formulas and links would be cut to pieces."""
+    deepest = max((level for _, level in walk_order(graph)), default=0)
+    return 4 * (deepest + 1) <= width // TREE_SHARE
+
+
+def render_graph_list(graph: AutogradGraph, console: Console) -> None:
+    """The graph node by node as a numbered list, for a graph too deep to nest at this width: each
+    node, its formula, and its edges (``→ #3``, with the gradient that flowed). A formula that does
+    not fit goes under its node whole, and a ``path:line`` on a line of its own."""
+    order = walk_order(graph)
+    number = {node_id: position + 1 for position, (node_id, _) in enumerate(order)}
+    lines = Lines(console)
+    lines.add(
+        0,
+        Text.assemble(
+            ("Autograd graph", "bold"),
+            (" (gradients flow from the output down to the leaves), node by node: #1 is the output", "dim"),
+        ),
+    )
+    first_of_class: dict[str, str] = {}  # a node class's formula is written out once, at its first node
+    for node_id, _ in order:
+        node = graph.node(node_id)
+        text = node_text(node).removesuffix(place_text(node))
+        lines.add(0, Text.from_markup(f"#{number[node_id]} {text}"), location_text(node))
+        if node.name in first_of_class and node.derivative is not None:
+            lines.add(4, Text(f"formula: as #{number[first_of_class[node.name]]}", style="dim"))
+        else:
+            first_of_class[node.name] = node_id
+            for line in derivative_text(node, graph).split("\n")[1:]:
+                lines.add(4, Text.from_markup(line.removeprefix("  ")))
+        for edge in graph.edges_from(node_id):
+            target = graph.node(edge.target)
+            gradient = f" [yellow]grad {edge_gradient_text(edge)}[/yellow]" if edge.gradient else ""
+            lines.add(4, Text.from_markup(f"→ #{number[edge.target]} {escape(target.label)}{gradient}"))
+    lines.print()
+
+
 def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:
     text = "None" if summary is None else escape(str(summary))
     return text if before_hooks is None else f"{text} {hooked_text(before_hooks)}"
@@ -185,6 +249,21 @@ def edge_gradient_text(edge) -> str:
 def arriving_text(step) -> str:
     before = step.before_hooks or [None] * len(step.arriving)
     return ", ".join(gradient_text(g, b) for g, b in zip(step.arriving, before))
+
+
+TABLE_WIDTH = 120  # narrower, the five columns of the backward table would cut its formulas and numbers
+
+
+def render_backward_list(trace: Trace, console: Console) -> None:
+    """The backward view for a narrow terminal: each step on its own lines (what arrived, what
+    left, the formula with the numbers), so that nothing is cut into pieces to fit a column."""
+    from traces.focus import add_node
+
+    lines = Lines(console)
+    lines.add(0, Text("Backward: the order in which the engine ran the nodes", style="bold"))
+    for step in trace.backward:
+        add_node(lines, trace.graph, trace.graph.node(step.node), step, indent=0, source=False)
+    lines.print()
 
 
 def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Table:
