@@ -132,7 +132,10 @@ def test_small_graphs_keep_their_node_by_node_views_with_whole_names_at_80_colum
     text = shown(trace, 80, views=("graph", "backward"))
     assert "Autograd graph (gradients flow from the output down to the leaves)" in text
     for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
-        assert f"│ {name} " in text  # a backward row starts with the whole name
+        assert re.search(rf"^step \d+: {re.escape(name)} \(AccumulateGrad\)", text, re.M)  # a step starts with the whole name
+    wide = shown(trace, 120, views=("backward",))
+    for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
+        assert f"│ {name} " in wide  # from 120 columns, a table whose rows start with the whole name
     assert all(len(line) <= 80 or PATH_LINE.match(line) for line in text.splitlines())
 
 

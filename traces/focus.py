@@ -84,7 +84,9 @@ def path_from_output(graph: AutogradGraph, target: str) -> list[str]:
 
 def run_text(nodes: list[AutogradNode]) -> str:
     """A run of path nodes in one module: ``layer4.1.bn2: NativeBatchNormBackward0``."""
-    where = nodes[0].module or nodes[0].location or "outside any module"
+    from traces.terminal import location_text
+
+    where = nodes[0].module or location_text(nodes[0]) or "outside any module"
     names = [node.label for node in nodes]
     return f"{where}: {' → '.join(names)}"
 
