@@ -118,8 +118,9 @@ def test_focus_on_a_resnet_parameter_shows_its_gradient_and_where_it_came_from(r
     assert words[loss - 1 : loss + 3] == ["loss", "(SumBackward0)", "fc:", "AddmmBackward0"]  # from the loss down
     assert path[-2].strip() == "layer1.0.conv1: ConvolutionBackward0"  # the node that computed the gradient
     assert re.search(r"step \d+: ConvolutionBackward0 in layer1\.0\.conv1", text)
-    assert "grad_layer1.0.conv1.weight = (the formula of grad_input) = float32[64, 64, 3, 3]" in text
-    assert "layer1.0.conv1.weight.grad += float32[64, 64, 3, 3]" in text
+    flowing = " ".join(text.split())  # the words, wherever the lines wrap
+    assert "grad_layer1.0.conv1.weight = (the formula of grad_input) = float32[64, 64, 3, 3]" in flowing
+    assert "layer1.0.conv1.weight.grad += float32[64, 64, 3, 3]" in flowing
     assert "Autograd graph of loss" not in text  # the focus replaces the graph and backward views
 
 
