@@ -16,7 +16,7 @@ from traces.__main__ import main
 from traces.grouping import display_groups
 from traces.json_file import trace_to_dict
 from traces.source import SourceEntry
-from traces.terminal import duration_text, render_source
+from traces.terminal import render_source
 from traces.trace import Trace
 
 # A number as the views print it (not a node number "#3", which only the list layout has).
@@ -48,6 +48,30 @@ def test_the_backward_table_never_breaks_a_gradient_at_depth_5(resnet):  # noqa:
     conv1 = model.layer1[0].conv1.weight.grad.norm().item()
     assert re.search(rf"layer1\.0\.conv1 \(Conv2d\) +norm {conv1:.4g}\n", text)
     assert "float32[1, 1000] norm=31.62" in text  # the gradient arriving, whole, under fc's name
+
+
+class Detector(nn.Module):
+    """Long module names, nested deep, and gradients as small as 1e-7: the backward table's
+    gradient column was left 5 characters at 80 columns (``2.543e-`` / ``07``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.feature_pyramid_network_of_the_backbone = nn.Sequential(nn.Sequential(nn.Sequential(nn.Linear(8, 8))))
+        self.region_proposal_network_head = nn.Sequential(nn.Sequential(nn.Linear(8, 1)))
+
+    def forward(self, x):
+        return self.region_proposal_network_head(self.feature_pyramid_network_of_the_backbone(x))
+
+
+@pytest.mark.parametrize("depth", [2, 5])
+def test_long_module_names_and_tiny_gradients_at_80_columns(depth):
+    torch.manual_seed(0)
+    model = Detector()
+    with traces.record() as trace:
+        (model(torch.randn(3, 8) * 1e-7) * 1e-7).sum().backward()
+    text = assert_readable_at_80(trace, views=("graph", "backward"), depth=depth)
+    weight = model.region_proposal_network_head[0][0].weight.grad.norm().item()
+    assert f"weight {weight:.4g}" in text and "e-" in f"{weight:.4g}"  # named, with its norm, whole
 
 
 def test_nine_linear_layers_node_by_node_at_80_columns():
@@ -182,6 +206,8 @@ def test_an_unknown_focus_exits_2_after_the_script_and_still_saves(tmp_path, cap
 
 
 def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown():
+    from traces.terminal import duration_text
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
     x = torch.randn(32, 64)
@@ -208,6 +234,8 @@ def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown()
 
 
 def test_the_slowest_modules_are_summed_over_their_nodes(resnet):  # noqa: F811
+    from traces.terminal import duration_text
+
     trace = resnet[0]
     text = shown(trace, 80, views=("backward",))
     section = text.split("  by module, 2 levels deep:\n")[1].split("  by node:")[0].splitlines()
