@@ -4,6 +4,7 @@ terminal but a link; --focus on a part of the graph; where backward spent its ti
 import io
 import re
 import textwrap
+import time
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ def assert_readable_at_80(trace, **options) -> str:
     assert set(LINK.findall(wide)) <= set(LINK.findall(narrow)), "a path:line broken at 80 columns"
     too_wide = [line for line in narrow.splitlines() if len(line) > 80 and not PATH_LINE.match(line)]
     assert not too_wide, too_wide[:3]
+    assert narrow.count("…") == wide.count("…"), "a cell cut short to fit 80 columns"
     return narrow
 
 
@@ -211,8 +213,10 @@ def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
     x = torch.randn(32, 64)
+    began = time.perf_counter_ns()
     with traces.record() as trace:
         model(x).sum().backward()
+    took = time.perf_counter_ns() - began
     traced = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     model(x).sum().backward()
@@ -221,6 +225,7 @@ def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown()
     assert data["schema_version"] == 6
     times = [step["time_ns"] for step in data["backward"]]
     assert len(times) == len(trace.graph.nodes) and all(isinstance(t, int) and t > 0 for t in times)
+    assert sum(times) < took  # each node's own time, within the traced block's
     text = shown(trace, 80, views=("backward",))
     slowest = max(trace.backward, key=lambda step: step.time_ns)
     node = trace.graph.node(slowest.node)
