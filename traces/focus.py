@@ -93,7 +93,7 @@ def run_text(nodes: list[AutogradNode]) -> str:
 
 def render_focus(trace: Trace, console: Console, name: str) -> None:
     """The part of the graph ``name`` names, node by node (see the module's docstring)."""
-    from traces.terminal import Lines, gradient_text, location_text
+    from traces.terminal import Lines, gradient_text
 
     graph = trace.graph
     if graph is None:
