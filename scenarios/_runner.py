@@ -269,9 +269,10 @@ def show_what_happened(name: str, facts, narrate, args: argparse.Namespace, trac
             show_trace(facts, console)
     if args.save_trace:
         from traces.files import save_trace
+        from traces.terminal import print_saved
 
         written, notes = save_trace(trace, args.save_trace)
-        console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
+        print_saved(console, written)
         for note in notes:
             console.print(note, markup=False, soft_wrap=True)
     return 0

@@ -68,8 +68,9 @@ def test_each_rank_prints_what_it_found_in_turn(two_ranks):
     printed = [line for line in run.stdout.splitlines() if line.startswith("[rank")]
     expected = [*ddp.narrate(facts_of(two_ranks, 0)), *ddp.narrate(facts_of(two_ranks, 1))]
     assert printed == expected  # rank 0's lines, then rank 1's: never mixed
-    saved = [line for line in run.stdout.splitlines() if line.startswith("Saved the trace")]
-    assert [line.split(": ")[1].split(",")[0] for line in saved] == ["out/ddp_rank0.json", "out/ddp_rank1.json"]
+    lines = run.stdout.splitlines()
+    saved = [lines[number + 1].strip() for number, line in enumerate(lines) if line == "Saved the trace:"]
+    assert saved == ["out/ddp_rank0.json", "out/ddp_rank1.json"]
 
 
 def test_the_process_group_is_gloo_on_this_machine_only(two_ranks):

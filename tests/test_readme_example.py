@@ -62,5 +62,14 @@ def test_the_output_begins_as_the_readme_shows(printed):
             pytest.fail(f"not printed (in this order): {line!r}")
 
 
-def test_it_prints_about_280_lines_at_100_columns(printed):
-    assert 230 <= len(printed.splitlines()) <= 330
+def test_it_prints_about_240_lines_at_100_columns(printed):
+    assert "then about 240 lines (at 100 columns)" in README
+    assert 210 <= len(printed.splitlines()) <= 270
+
+
+def test_each_module_names_its_parameters_with_their_gradient_norms_as_the_readme_says(printed):
+    assert "(under `layer1`'s `0 (BasicBlock)`: `grad norms: conv1.weight 7.312, bn1.weight\n0.2947, ...`)" in README
+    line = next(line for line in printed.splitlines() if line.strip().startswith("grad norms: conv1.weight"))
+    pairs = re.findall(r"([\w.]+) ([\d.]+)(?:,|$)", line.strip().removeprefix("grad norms: "))
+    assert [name for name, _ in pairs[:4]] == ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight"]
+    assert [float(norm) for _, norm in pairs[:2]] == pytest.approx([7.312, 0.2947], rel=0.01)

@@ -178,7 +178,8 @@ def test_save_trace_writes_json_and_mermaid_named_after_the_script(tmp_path, cap
     assert data["scenario"] == "note_graph"
     assert sorted(node["variable"] for node in data["graph"]["nodes"]) == ["a", "b", "w", "x", "y"]
     assert (out_dir / "note_graph.mmd").read_text().startswith("flowchart")
-    assert f"Saved the trace: {out_dir / 'note_graph.json'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"Saved the trace:\n  {out_dir / 'note_graph.json'}\n" in out  # each path alone on its line
 
 
 def test_save_trace_into_a_file_is_refused_before_the_script_runs(tmp_path, capsys):

@@ -118,7 +118,8 @@ def test_depth_opens_more_levels(resnet):
 
 def test_backward_is_one_row_per_module_in_the_order_it_ran(resnet):
     text = shown(resnet[0], 80, views=("backward",))
-    rows = [line.split()[1] for line in text.splitlines() if re.match(r"^\s*\d+(-\d+)?\s{3}", line)]
+    # At 80 columns each row's gradient goes under its name: a row starts with its steps and a name.
+    rows = [line.split()[1] for line in text.splitlines() if re.match(r"^\s*\d+(-\d+)?\s{3}[a-zA-Z]", line)]
     assert rows[:3] == ["loss", "fc", "ResNet"]
     assert rows.index("layer4.1") < rows.index("layer4.0") < rows.index("layer1.0") < rows.index("conv1")
     assert len(rows) == len(set(rows)) == 16  # no two rows alike
@@ -131,7 +132,10 @@ def test_small_graphs_keep_their_node_by_node_views_with_whole_names_at_80_colum
     text = shown(trace, 80, views=("graph", "backward"))
     assert "Autograd graph (gradients flow from the output down to the leaves)" in text
     for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
-        assert f"│ {name} " in text  # a backward row starts with the whole name
+        assert re.search(rf"^step \d+: {re.escape(name)} \(AccumulateGrad\)", text, re.M)  # a step starts with the whole name
+    wide = shown(trace, 120, views=("backward",))
+    for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
+        assert f"│ {name} " in wide  # from 120 columns, a table whose rows start with the whole name
     assert all(len(line) <= 80 or PATH_LINE.match(line) for line in text.splitlines())
 
 

@@ -136,6 +136,15 @@ def build_parser() -> Parser:
         help="which autograd engine runs SCRIPT's backward passes: torch's C++ one (default) or the Python "
         "mirror in traces/engine.py, which a debugger can step through node by node",
     )
+    parser.add_argument(
+        "--focus",
+        metavar="NAME",
+        help="instead of the graph and backward views, show one part of the graph node by node, with the "
+        "formulas and numbers and the path from the output: a module (layer1.0.conv1), a parameter "
+        "(layer1.0.conv1.weight), a named tensor, or a node (n12, ConvolutionBackward0). The name is "
+        "checked after the script ran (its model exists only then): an unknown one is one line on stderr "
+        "with the closest names, exit status 2, and no views printed (--save-trace still saves the trace)",
+    )
     parser.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="arguments for SCRIPT")
     return parser
@@ -306,11 +315,21 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     """Print the views and save the files; a failed save is one line on stderr and status 1."""
     from rich.console import Console
 
+    from traces.focus import UnknownFocus
+
     console = Console(highlight=False)
-    console.print()
-    trace.show(console, views=args.views, depth=args.depth)
+    unknown = None
+    try:
+        if args.focus is not None and trace.graph is not None:
+            from traces.focus import focused_nodes
+
+            focused_nodes(trace.graph, args.focus)
+        console.print()
+        trace.show(console, views=args.views, depth=args.depth, focus=args.focus)
+    except UnknownFocus as error:
+        unknown = error
     note = on_other_threads(args.watch)
-    if note:
+    if note and unknown is None:
         console.print(note, markup=False)
     if args.save_trace is not None:
         from traces.files import save_trace
@@ -320,7 +339,9 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
         except OSError as error:
             print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
             return status or 1
-        console.print("Saved the trace: " + ", ".join(str(path) for path in written), markup=False, soft_wrap=True)
+        from traces.terminal import print_saved
+
+        print_saved(console, written)
         for note in notes:
             console.print(note, markup=False)
     if args.html or args.open:
@@ -329,6 +350,9 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
             return status or 1
         if args.open:
             open_page(page)
+    if unknown is not None:
+        print(f"{PROG}: error: {unknown}", file=sys.stderr)
+        return 2
     return status
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 import torch
 
@@ -37,6 +38,10 @@ class BackwardStep:
     leaving: list[TensorSummary | None] = field(default_factory=list)  # one per edge slot
     # Per arriving gradient: what was sent, before tensor hooks changed it; None where no hook changed it.
     before_hooks: list[TensorSummary | None] = field(default_factory=list)
+    # Nanoseconds the node itself ran: wall time from the end of its pre-hook to the start of its
+    # hook (time.perf_counter_ns), so the tracer's own summarising is not counted. None where the
+    # engine ran no hook after it (an error inside the node).
+    time_ns: int | None = None
 
 
 @dataclass
@@ -145,6 +150,7 @@ def record_backward(
         recording = BackwardRecording(graph=describe_graph(fns, outputs, names, module_of, modules, place_of))
     node_ids = [node.id for node in recording.graph.nodes]
     running: dict[str, BackwardStep] = {}  # node id -> its latest step
+    started: dict[str, int] = {}  # node id -> perf_counter_ns() when it began to run
     # Gradients sent but not yet arrived, with their summaries: (id of the node they go to, its
     # input) -> [(what to compare, summary), ...]. An input fed by one edge keeps the tensor (the
     # engine keeps it too); one fed by several keeps a sample of each, not the tensors.
@@ -178,6 +184,7 @@ def record_backward(
                 step = BackwardStep(len(recording.steps), node_id, name, arriving, before_hooks=before_hooks)
                 recording.steps.append(step)
                 running[node_id] = step
+                started[node_id] = perf_counter_ns()  # last: the summaries above are the tracer's time
 
         return pre_hook
 
@@ -185,8 +192,11 @@ def record_backward(
         targets = [(slot, id(next_fn), input_nr) for slot, (next_fn, input_nr) in enumerate(fn.next_functions) if next_fn]
 
         def hook(grad_inputs, grad_outputs):
+            ended = perf_counter_ns()  # first: what follows is the tracer's time
             with tracer_at_work():
-                leaving = running[node_id].leaving = _summaries(grad_inputs)
+                step = running[node_id]
+                step.time_ns = ended - started.pop(node_id, ended)
+                leaving = step.leaving = _summaries(grad_inputs)
                 for slot, target, input_nr in targets:
                     gradient = grad_inputs[slot] if slot < len(grad_inputs) else None
                     if gradient is not None:

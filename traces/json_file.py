@@ -45,9 +45,12 @@ Schema (``schema_version`` 6); every key is always present:
     every leaf's ``.grad``; ``returns``: ``true`` where the call returns the
     gradients (``torch.autograd.grad``) and leaves ``.grad`` as it was
 - ``backward``: the steps in the order the engine ran them:
-  ``{order, node, name, arriving, leaving, before_hooks}`` (lists of tensor
+  ``{order, node, name, arriving, leaving, before_hooks, time_ns}`` (lists of tensor
   summaries or ``null``): ``arriving`` after any tensor hooks, ``before_hooks``
-  what was sent (summed over the edges feeding it) where a hook changed it
+  what was sent (summed over the edges feeding it) where a hook changed it;
+  ``time_ns`` the node's wall time in nanoseconds (``time.perf_counter_ns``, from
+  the end of its pre-hook to the start of its hook: the tracer's own work is not
+  counted, the ops view's dispatch mode is), or ``null`` where it did not finish
 - ``ops``: every ATen operator call, in order: ``{phase, op, inputs, outputs, count,
   backward_pass}``, ``phase`` being ``"forward"`` or ``"backward"`` of the backward
   pass numbered ``backward_pass`` (1 for the first; the traced pass is the last,
@@ -55,8 +58,9 @@ Schema (``schema_version`` 6); every key is always present:
   to the traced backward), ``inputs`` and ``outputs`` lists of ``{shape, dtype}``;
   ``count`` calls in a row with the same op, phase, pass and shapes are folded into one entry
 - ``source``: torch's Python functions entered, in first-entry order:
-  ``{function, path, line, depth, calls}``; ``path`` is relative to the folder
-  torch is installed in, e.g. ``torch/autograd/__init__.py``
+  ``{function, path, line, depth, calls, building}``; ``path`` is relative to the folder
+  torch is installed in, e.g. ``torch/autograd/__init__.py``; ``building`` is true
+  for a function entered only inside an ``nn.Module``'s ``__init__`` (building a model)
 - ``source_skipped``: why ``source`` is empty (a debugger owned tracing), or ``null``
 - ``facts``: what the scenario's lesson function returned (a fact whose name ends
   in ``_path`` is a path, written like every other one)

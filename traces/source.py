@@ -58,10 +58,22 @@ class SourceEntry:
     line: int  # the line where the function starts
     depth: int  # how many torch functions were below it on the stack when it was first entered
     calls: int
+    building: bool = False  # entered only while an nn.Module was being built (inside its __init__)
 
     @property
     def location(self) -> str:
         return f"{self.path}:{self.line}"
+
+
+def building_a_module(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an ``nn.Module``'s ``__init__``: building a model, not running it."""
+    from torch.nn import Module
+
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), Module):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def debugger_active() -> bool:
@@ -118,6 +130,8 @@ class SourceRecorder:
         entry = self.entries.get(code)
         if entry is not None:
             entry.calls += 1
+            if entry.building:  # until it is entered once outside a module's __init__
+                entry.building = building_a_module(frame)
             return
         if code in self._hidden or code in self._compiler_insides or compiling_now() or importing_now():
             return
@@ -144,7 +158,7 @@ class SourceRecorder:
             return
         if importing or compiling:  # run by an import, or by torch.compile: not noted, and not
             return  # remembered either, since the same function may run again, for the code being traced
-        self.entries[code] = SourceEntry(name, code.co_filename, code.co_firstlineno, depth, 1)
+        self.entries[code] = SourceEntry(name, code.co_filename, code.co_firstlineno, depth, 1, building_a_module(frame))
 
     def _start_tracing(self) -> None:
         """Before Python 3.12: a trace function, called once as each function starts (a profile

@@ -43,14 +43,25 @@ MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the r
 MAX_LINE_GROUPS = 30  # lines of code outside any module shown one by one; the rest are counted
 
 
-def render_trace(trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
+def render_trace(
+    trace: Trace, console: Console, views: tuple[str, ...] = VIEWS, depth: int | None = None, focus: str | None = None
+) -> None:
     """The views asked for, of graph, backward, ops and source, in that order.
 
     ``depth`` opens a model's module tree that many levels (default 2, for graphs
-    too large to list node by node).
+    too large to list node by node). ``focus`` (a module, parameter or node name)
+    shows that part of the graph node by node in place of the graph and backward
+    views (see ``traces.focus``); an unknown name raises ``UnknownFocus`` before
+    anything is printed.
     """
     shown = []
-    if "graph" in views or "backward" in views:
+    if focus is not None:
+        from traces.focus import focused_nodes, render_focus
+
+        if trace.graph is not None:
+            focused_nodes(trace.graph, focus)  # raises for an unknown name, before anything is printed
+        shown.append(lambda: render_focus(trace, console, focus))
+    elif "graph" in views or "backward" in views:
         shown.append(lambda: render_graph_and_backward(trace, console, views, depth))
     if "ops" in views:
         compact = trace.graph is not None and grouped(trace.graph, depth)
@@ -72,13 +83,28 @@ def render_graph_and_backward(trace: Trace, console: Console, views: tuple[str, 
         if "graph" in views:
             render_module_graph(trace, depth, console)
         if "backward" in views and trace.backward:
-            console.print(module_backward_table(trace, depth))
+            console.print(module_backward_table(trace, depth, console.width))
+            render_slowest(trace, console, depth)
         return
     if "graph" in views:
-        console.print(graph_tree(trace.graph))
+        if fits_as_tree(trace.graph, console.width):
+            console.print(graph_tree(trace.graph))
+        else:
+            render_graph_list(trace.graph, console)
         render_formula_sources(trace, console)
     if "backward" in views and trace.backward:
-        console.print(backward_table(trace, trace.graph, console.width))
+        if console.width >= TABLE_WIDTH:
+            console.print(backward_table(trace, trace.graph, console.width))
+        else:
+            render_backward_list(trace, console)
+        render_slowest(trace, console, None)
+
+
+def print_saved(console: Console, paths) -> None:
+    """``Saved the trace:`` and each file on a line of its own, whole, so that each is a link."""
+    console.print("Saved the trace:", markup=False)
+    for path in paths:
+        console.print(f"  {path}", markup=False, soft_wrap=True, highlight=False)
 
 
 # Node by node, for small graphs
@@ -147,6 +173,64 @@ def graph_tree(graph: AutogradGraph) -> Tree:
     return tree
 
 
+def walk_order(graph: AutogradGraph) -> list[tuple[str, int]]:
+    """(node id, how deep the tree nests it) for each node, once, in the tree's order."""
+    order: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    stack = [(output_id, 0) for output_id in reversed(graph.outputs)]
+    while stack:
+        node_id, level = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        order.append((node_id, level))
+        for edge in reversed(graph.edges_from(node_id)):
+            stack.append((edge.target, level + 1))
+    return order
+
+
+TREE_SHARE = 3  # the tree's indentation may take at most a third of the width
+
+
+def fits_as_tree(graph: AutogradGraph, width: int) -> bool:
+    """Whether the nested tree leaves each node enough of the width: a chain of layers nests
+    four columns a node, and at 80 columns its formulas and links would be cut to pieces."""
+    deepest = max((level for _, level in walk_order(graph)), default=0)
+    return 4 * (deepest + 1) <= width // TREE_SHARE
+
+
+def render_graph_list(graph: AutogradGraph, console: Console) -> None:
+    """The graph node by node as a numbered list, for a graph too deep to nest at this width: each
+    node, its formula, and its edges (``→ #3``, with the gradient that flowed). A formula that does
+    not fit goes under its node whole, and a ``path:line`` on a line of its own."""
+    order = walk_order(graph)
+    number = {node_id: position + 1 for position, (node_id, _) in enumerate(order)}
+    lines = Lines(console)
+    lines.add(
+        0,
+        Text.assemble(
+            ("Autograd graph", "bold"),
+            (" (gradients flow from the output down to the leaves), node by node: #1 is the output", "dim"),
+        ),
+    )
+    first_of_class: dict[str, str] = {}  # a node class's formula is written out once, at its first node
+    for node_id, _ in order:
+        node = graph.node(node_id)
+        text = node_text(node).removesuffix(place_text(node))
+        lines.add(0, Text.from_markup(f"#{number[node_id]} {text}"), location_text(node))
+        if node.name in first_of_class and node.derivative is not None:
+            lines.add(4, Text(f"formula: as #{number[first_of_class[node.name]]}", style="dim"))
+        else:
+            first_of_class[node.name] = node_id
+            for line in derivative_text(node, graph).split("\n")[1:]:
+                lines.add(4, Text.from_markup(line.removeprefix("  ")))
+        for edge in graph.edges_from(node_id):
+            target = graph.node(edge.target)
+            gradient = f" [yellow]grad {edge_gradient_text(edge)}[/yellow]" if edge.gradient else ""
+            lines.add(4, Text.from_markup(f"→ #{number[edge.target]} {escape(target.label)}{gradient}"))
+    lines.print()
+
+
 def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:
     text = "None" if summary is None else escape(str(summary))
     return text if before_hooks is None else f"{text} {hooked_text(before_hooks)}"
@@ -165,6 +249,21 @@ def edge_gradient_text(edge) -> str:
 def arriving_text(step) -> str:
     before = step.before_hooks or [None] * len(step.arriving)
     return ", ".join(gradient_text(g, b) for g, b in zip(step.arriving, before))
+
+
+TABLE_WIDTH = 120  # narrower, the five columns of the backward table would cut its formulas and numbers
+
+
+def render_backward_list(trace: Trace, console: Console) -> None:
+    """The backward view for a narrow terminal: each step on its own lines (what arrived, what
+    left, the formula with the numbers), so that nothing is cut into pieces to fit a column."""
+    from traces.focus import add_node
+
+    lines = Lines(console)
+    lines.add(0, Text("Backward: the order in which the engine ran the nodes", style="bold"))
+    for step in trace.backward:
+        add_node(lines, trace.graph, trace.graph.node(step.node), step, indent=0, source=False)
+    lines.print()
 
 
 def backward_table(trace: Trace, graph: AutogradGraph, width: int = 120) -> Table:
@@ -281,6 +380,8 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
         frontier = group.depth >= depth or not group.children
         title = group.title if parent is None else f"{relative_name(group, parent)} ({group.kind})"
         lines.add(indent, *module_text(group, title, frontier, norms))
+        if frontier:
+            add_parameters(lines, indent + 4, group, norms)
         if fold.same:
             stack.append((indent, same_structure_text(fold, parent, norms), None))
         if frontier:
@@ -291,6 +392,24 @@ def render_module_graph(trace: Trace, depth: int, console: Console) -> None:
             stack.append((indent + 2, inner, group))
     add_lines_outside_modules(lines, graph)
     lines.print()
+
+
+MAX_PARAMETERS = 6  # parameters named under a module in the grouped view; --focus shows the rest
+
+
+def add_parameters(lines: Lines, indent: int, group: ModuleGroup, norms: dict[str, float]) -> None:
+    """``params: conv1.weight 880.9, bn1.weight 3.1, …``: the module's parameters, named as
+    --focus takes them (relative to the module), with the norm of the gradient each received."""
+    named = [node for node in group.nodes() if node.is_leaf and node.variable]
+    if not named:
+        return
+    prefix = group.name + "."
+    shown = [
+        f"{node.variable.removeprefix(prefix)} {norms[node.id]:.4g}" if node.id in norms else f"{node.variable.removeprefix(prefix)} -"
+        for node in named[:MAX_PARAMETERS]
+    ]
+    more = f", … +{len(named) - MAX_PARAMETERS} more (--focus {group.name})" if len(named) > MAX_PARAMETERS else ""
+    lines.add(indent, Text("grad norms: " + ", ".join(shown) + more, style="yellow"))
 
 
 def same_structure_text(fold: Fold, parent: ModuleGroup | None, norms: dict[str, float]) -> Text:
@@ -329,24 +448,17 @@ def add_lines_outside_modules(lines: Lines, graph: AutogradGraph) -> None:
         lines.add(2, Text(f"… {len(ordered) - MAX_LINE_GROUPS} more lines, {rest} nodes (all in the JSON)", style="dim"))
 
 
-def module_backward_table(trace: Trace, depth: int) -> Table:
-    """Backward by module: one row per run of consecutive steps in one module (or line of code)."""
+def module_backward_table(trace: Trace, depth: int, width: int = 120) -> Table:
+    """Backward by module: one row per run of consecutive steps in one module (or line of code).
+
+    No cell is ever broken inside a word (a number split over two lines reads as two numbers):
+    where the four columns do not fit ``width``, the gradient arriving goes under the module's
+    name, whole, and the table has three columns."""
     graph = trace.graph
     group_of = display_groups(graph, depth)
     norms = gradient_norms(trace.backward, graph)
     kind_of = {info.name: info.kind for info in graph.modules}
     opened = opened_modules(graph, depth)
-    table = Table(
-        title=f"Backward, by {'module' if graph.modules else 'line of code'}: the order the engine ran the nodes in",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("module", no_wrap=True)  # never cut: the names tell the rows apart
-    table.add_column("gradient arriving", overflow="fold")
-    table.add_column("into .grad", overflow="fold")
     runs: list[list] = []
     for step in trace.backward:
         group = group_of.get(step.node, "")
@@ -354,17 +466,31 @@ def module_backward_table(trace: Trace, depth: int) -> Table:
             runs[-1][1].append(step)
         else:
             runs.append([group, [step]])
+    rows = []
     for group, steps in runs:
         first, last = steps[0].order, steps[-1].order
         label = group_label(group, kind_of, opened, [graph.node(step.node) for step in steps])
-        arriving = arriving_text(steps[0])
         norm = combined_norm([norms[step.node] for step in steps if step.node in norms])
-        table.add_row(
-            str(first) if first == last else f"{first}-{last}",
-            label,
-            arriving,
-            "" if norm is None else f"norm {norm:.4g}",
-        )
+        steps_text = str(first) if first == last else f"{first}-{last}"
+        rows.append((steps_text, label, arriving_text(steps[0]), "" if norm is None else f"norm {norm:.4g}"))
+    title = f"Backward, by {'module' if graph.modules else 'line of code'}: the order the engine ran the nodes in"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    widths = [max((Text.from_markup(row[column]).cell_len for row in rows), default=0) for column in range(4)]
+    headers = ("steps", "module", "gradient arriving", "into .grad")
+    widths = [max(width_, len(header)) for width_, header in zip(widths, headers)]
+    table.add_column("steps", justify="right", no_wrap=True)
+    if sum(widths) + 2 * 3 <= width:  # each column but the first is set off by two spaces
+        table.add_column("module", no_wrap=True)  # never cut: the names tell the rows apart
+        table.add_column("gradient arriving", no_wrap=True)
+        table.add_column("into .grad", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        return table
+    # Too narrow: the gradient under the name. Only a gradient longer than the whole width folds.
+    table.add_column("module / gradient arriving", overflow="fold")
+    table.add_column("into .grad", no_wrap=True)
+    for steps_text, label, arriving, norm in rows:
+        table.add_row(steps_text, f"{label}\n  [dim]{arriving}[/dim]", norm)
     return table
 
 
@@ -380,6 +506,56 @@ def group_label(group: str, kind_of: dict[str, str], opened: set[str], nodes: li
     kind = kind_of.get(group)
     itself = " itself" if group in opened else ""  # the modules inside it have rows of their own
     return escape(f"{group}{itself} ({kind})" if kind and kind != group else f"{group}{itself}")
+
+
+# Where backward spent its time
+
+SLOWEST = 5  # modules and nodes listed by the time backward spent in them
+
+
+def duration_text(nanoseconds: int) -> str:
+    """``0.84 ms``, ``12 µs``: short enough never to be broken across lines."""
+    if nanoseconds >= 1_000_000_000:
+        return f"{nanoseconds / 1e9:.3g} s"
+    if nanoseconds >= 1_000_000:
+        return f"{nanoseconds / 1e6:.3g} ms"
+    return f"{nanoseconds / 1e3:.3g} µs"
+
+
+def render_slowest(trace: Trace, console: Console, depth: int | None) -> None:
+    """The modules (at ``depth``, for a model) and the nodes backward spent longest in: each
+    node's wall time from its pre-hook to its hook, summed over the nodes of a module."""
+    timed = [step for step in trace.backward if step.time_ns is not None]
+    if not timed:
+        return
+    graph = trace.graph
+    total = sum(step.time_ns for step in timed)
+    lines = Lines(console)
+    lines.add(
+        0,
+        Text.assemble(
+            ("Backward time, slowest first", "bold"),
+            (f" (each node's wall time between its hooks; {len(timed)} nodes, {duration_text(total)} in all)", "dim"),
+        ),
+    )
+    if depth is not None and graph.modules:
+        group_of = display_groups(graph, depth)
+        kind_of = {info.name: info.kind for info in graph.modules}
+        by_group: dict[str, int] = {}
+        for step in timed:
+            group = group_of.get(step.node, "")
+            by_group[group] = by_group.get(group, 0) + step.time_ns
+        lines.add(2, Text(f"by module, {depth} level{'s' if depth != 1 else ''} deep:"))
+        for group, spent in sorted(by_group.items(), key=lambda item: -item[1])[:SLOWEST]:
+            nodes = [graph.node(step.node) for step in timed if group_of.get(step.node) == group]
+            label = group_label(group, kind_of, set(), nodes)
+            lines.add(4, Text(f"{duration_text(spent):>9} {100 * spent / total:3.0f}%  {Text.from_markup(label).plain}"))
+    lines.add(2, Text("by node:"))
+    for step in sorted(timed, key=lambda step: -step.time_ns)[:SLOWEST]:
+        node = graph.node(step.node)
+        where = f" in {node.module}" if node.module else ""
+        lines.add(4, Text(f"{duration_text(step.time_ns):>9} {100 * step.time_ns / total:3.0f}%  {node.label}{where}"), location_text(node))
+    lines.print()
 
 
 # The ops and the source
@@ -406,9 +582,24 @@ def render_ops(trace: Trace, console: Console, compact: bool = False) -> None:
             phase = ""
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     widths = [max(width, len(title)) for width, title in zip(widths, ("phase", "op", "calls"))]
-    shapes_width = max(console.width - sum(widths) - 13, 12)  # 13: the borders and padding of four columns
+    shapes_width = console.width - sum(widths) - 13  # 13: the borders and padding of four columns
     table = Table(title="ATen ops: what ran below autograd, folded by name", title_justify="left")
     table.add_column("phase", no_wrap=True, min_width=widths[0])
+    if shapes_width < 12:  # a long op name leaves the shapes too little room: they go under the name
+        table.add_column("op / first call: inputs -> outputs", no_wrap=True, min_width=widths[1])
+        table.add_column("calls", justify="right", no_wrap=True, min_width=widths[2])
+        shapes_width = max(console.width - widths[0] - widths[2] - 10, 12)  # 10: three columns' borders
+        for phase, op, count, shapes in rows:
+            cell = Text(op, style="dim" if not count else "")
+            if shapes:
+                under = Text("  " + shapes, style="dim")
+                under.truncate(shapes_width, overflow="ellipsis")
+                cell.append("\n")
+                cell.append_text(under)
+            table.add_row(phase, cell, count)
+        console.print(table)
+        render_kernels(trace, console, compact)
+        return
     table.add_column("op", no_wrap=True, min_width=widths[1])
     table.add_column("calls", justify="right", no_wrap=True, min_width=widths[2])
     table.add_column("first call: inputs -> outputs", no_wrap=True, max_width=shapes_width)
@@ -424,17 +615,30 @@ def render_source(trace: Trace, console: Console) -> None:
     if trace.source_skipped:
         console.print(f"[bold]Torch source entered:[/bold] skipped: {escape(trace.source_skipped)}")
         return
+    shown = [entry for entry in trace.source if not entry.building]
+    building = [entry for entry in trace.source if entry.building]
     console.print(
-        f"[bold]Torch source entered[/bold] [dim]({len(trace.source)} functions, in first-entry order, "
+        f"[bold]Torch source entered[/bold] [dim]({len(shown)} functions, in first-entry order, "
         "indented by call depth, with the call count; ctrl+click a path to open it)[/dim]"
     )
     width = console.width
-    for entry in trace.source:
+    for entry in shown:
+        name = f"{entry.function} x{entry.calls}"
+        # Indented by call depth as far as the line allows; deeper calls show their depth instead.
         indent = "  " * entry.depth
-        what = f"{indent}{entry.function} x{entry.calls}"
+        if len(indent) + len(name) > width:
+            marker = f"{entry.depth}> "
+            indent = " " * max(0, width - len(name) - len(marker)) + marker
+        what = indent + name
         where = f"{shown_path(entry.path)}:{entry.line}"
         if len(what) + 2 + len(where) <= width:
             console.print(f"{what}  {where}", markup=False, highlight=False, soft_wrap=True)
         else:  # the path on a line of its own, whole, so that it stays a link, indented as far as it fits
             console.print(what, markup=False, highlight=False, soft_wrap=True)
             console.print(" " * max(0, min(len(indent) + 2, width - len(where))) + where, markup=False, highlight=False, soft_wrap=True)
+    if building:
+        calls = sum(entry.calls for entry in building)
+        console.print(
+            f"[dim]… and {len(building)} functions ({calls} calls) entered only while building the model, "
+            "inside nn.Module __init__s (in the JSON: source, building true)[/dim]"
+        )

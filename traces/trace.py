@@ -47,13 +47,21 @@ class Trace:
     native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
-    def show(self, console: Console | None = None, views: tuple[str, ...] = VIEWS, depth: int | None = None) -> None:
-        """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``."""
+    def show(
+        self,
+        console: Console | None = None,
+        views: tuple[str, ...] = VIEWS,
+        depth: int | None = None,
+        focus: str | None = None,
+    ) -> None:
+        """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``;
+        ``focus`` (a module, parameter or node name) shows that part node by node instead of the
+        graph and backward views, and raises ``traces.focus.UnknownFocus`` for a name not in the trace."""
         from rich.console import Console
 
         from traces.terminal import render_trace
 
-        render_trace(self, console or Console(), views=views, depth=depth)
+        render_trace(self, console or Console(), views=views, depth=depth, focus=focus)
 
     def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
         """Write ``<scenario>.json``, ``.mmd``, ``.html`` (the page, see ``traces.page``) and, where
