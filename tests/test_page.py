@@ -271,7 +271,7 @@ def test_python_m_traces_html_and_open(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"Saved the page: {tmp_path / 'note.html'}" in result.stdout
+    assert f"Saved the page:\n  {tmp_path / 'note.html'}\n" in result.stdout  # the path alone on its line
     assert (tmp_path / "opened.txt").read_text().strip() == (tmp_path / "note.html").as_uri()
     assert embedded((tmp_path / "note.html").read_text())["page"]["links"] == {"note.py": "note.py"}
 

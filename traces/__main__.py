@@ -369,7 +369,8 @@ def save_page(trace, args: argparse.Namespace, console) -> Path | None:
     except OSError as error:
         print(f"{PROG}: error: could not save the page: {error}", file=sys.stderr)
         return None
-    console.print(f"Saved the page: {page}", markup=False, soft_wrap=True)
+    console.print("Saved the page:", markup=False)
+    console.print(f"  {page}", markup=False, soft_wrap=True, highlight=False)  # whole, on its own line: a link
     return page
 
 
