@@ -68,7 +68,7 @@ def changed(index_data, change):
     return data
 
 
-def rebuilt(folder, built, capsys):
+def assert_rebuilt(folder, built, capsys):
     """Load the index from ``folder``: it was built once, replaced in the cache, and printed nothing."""
     index = native.load_index(folder)
     assert len(built) == 1, "the damaged cache was used"
@@ -107,12 +107,12 @@ DAMAGES = {
 def test_a_cache_with_a_damaged_entry_is_rebuilt(folder, built, index_data, damage, capsys):
     data = [] if DAMAGES[damage] is None else changed(index_data, DAMAGES[damage])
     plant(native.cache_file(folder), data)
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
 
 
 def test_deeply_nested_json_is_rebuilt_not_a_recursion_error(folder, built, capsys):
     plant(native.cache_file(folder), b"[" * 200_000 + b"]" * 200_000)
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
 
 
 def test_a_changed_byte_no_longer_matches_the_sha256_line(folder, built, index_data, capsys):
@@ -120,20 +120,20 @@ def test_a_changed_byte_no_longer_matches_the_sha256_line(folder, built, index_d
     plant(path, index_data)
     content = path.read_bytes()
     path.write_bytes(content.replace(b"mul_tensor_backward", b"mul_tensor_backwarx", 1))
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
     path.write_bytes(content.split(b"\n", 1)[1])  # no sha256 line: a cache of before
     built.clear()
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
 
 
 def test_a_fifo_in_its_place_is_rebuilt_without_waiting(folder, built, capsys):
     os.mkfifo(native.cache_file(folder))
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
 
 
 def test_a_link_to_dev_zero_is_rebuilt_not_read(folder, built, capsys):
     native.cache_file(folder).symlink_to("/dev/zero")
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
     assert not native.cache_file(folder).is_symlink()
 
 
@@ -149,7 +149,7 @@ def test_a_cache_file_others_can_write_is_rebuilt(folder, built, index_data, cap
     path = native.cache_file(folder)
     plant(path, index_data)
     path.chmod(0o666)
-    rebuilt(folder, built, capsys)
+    assert_rebuilt(folder, built, capsys)
     assert path.stat().st_mode & 0o777 == 0o600
 
 
