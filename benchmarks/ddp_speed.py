@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import scenarios._ctrl_c  # noqa: F401  isort: skip (first, so that Ctrl-C while torch loads is one line too)
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from scenarios._ctrl_c import INTERRUPTED, hand_back
-from scenarios._runner import ScenarioParser, whole_number
+from _options import OptionParser, whole_number  # no torch: this script only starts others
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "benchmarks/ddp_speed.py"
@@ -46,7 +45,7 @@ def wall_time(options: list[str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     hand_back()
-    parser = ScenarioParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OptionParser(prog=PROG, description=__doc__)
     parser.add_argument("--runs", type=whole_number(1, 100), default=3, metavar="N", help="runs of each (default 3)")
     args = parser.parse_args(argv)
     try:

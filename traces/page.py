@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from traces.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
-from traces.json_file import trace_to_dict
+from traces.json_file import strict_numbers, trace_to_dict
 from traces.native import gradient_equations
 from traces.paths import PROJECT_ROOT
 from traces.places import base_folder
@@ -129,18 +128,6 @@ def page_data(trace: Trace, page_folder: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def without_nan(value: Any) -> Any:
-    """``value`` with NaN and infinite numbers as the strings ``"nan"``, ``"inf"``, ``"-inf"``
-    (as Python prints them): JSON has no such numbers, and the page reads the data as JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: without_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [without_nan(item) for item in value]
-    return value
-
-
 def data_safe(json_text: str) -> str:
     """JSON that can sit inside a <script> element: every ``<`` written ``\\u003c`` (in JSON a
     ``<`` is only ever inside a string), so no ``</script>`` or ``<!--`` in a name ends it early."""
@@ -158,7 +145,7 @@ def to_html(trace: Trace, page_folder: Path | None = None) -> str:
 
     ``page_folder`` is where the page will be saved, for the links to the user's code.
     """
-    data = json.dumps(without_nan(page_data(trace, page_folder)), separators=(",", ":"), allow_nan=False)
+    data = json.dumps(strict_numbers(page_data(trace, page_folder)), separators=(",", ":"), allow_nan=False)
     parts = {
         "{{TITLE}}": html.escape(f"{trace.scenario}: autograd trace"),
         "{{DATA}}": data_safe(data),
