@@ -235,20 +235,20 @@ def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path):
 
 def test_a_trace_with_an_unwritable_cache_folder_still_shows_the_formulas(tmp_path, monkeypatch, capsys):
     from scenarios.backward import main
-    from traces import native
+    from traces.below import cache
 
-    built = native.read_cache(native.cache_file(native.cache_folder())) or native.build_index()
-    monkeypatch.setattr(native, "build_index", lambda: built)  # tests/test_native.py tests a real build
+    built = cache.read_cache(cache.cache_file(cache.cache_folder())) or cache.build_index()
+    monkeypatch.setattr(cache, "build_index", lambda: built)  # tests/test_native.py tests a real build
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setenv("TORCH_STEPTHROUGH_CACHE", str(blocked / "cache"))  # nothing can be created there
     monkeypatch.setenv("COLUMNS", "200")  # no table cell wraps
-    native.installed_index.cache_clear()
+    cache.installed_index.cache_clear()
     try:
         assert main(["--trace"]) == 0
-        assert native.installed_index().origin.startswith("built in memory; not cached: ")
+        assert cache.installed_index().origin.startswith("built in memory; not cached: ")
     finally:
-        native.installed_index.cache_clear()  # the next test loads the usual cache again
+        cache.installed_index.cache_clear()  # the next test loads the usual cache again
     assert "grad_a = grad * b = 1 * 2 = 2" in capsys.readouterr().out
     assert blocked.read_text() == ""
 

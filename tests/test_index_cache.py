@@ -1,4 +1,4 @@
-"""The formula index cache (traces/native.py) is untrusted input: every way of damaging it is rebuilt.
+"""The formula index cache (traces/below/cache.py) is untrusted input: every way of damaging it is rebuilt.
 
 Never a hang, a crash, a traceback, or a trace that says something else; a
 cache folder that others can write to (a shared XDG_CACHE_HOME) is not used.
@@ -13,13 +13,13 @@ import signal
 
 import pytest
 
-from traces import native
+from traces.below import cache, formulas
 
 
 @pytest.fixture(scope="module")
 def index_data():
-    data = native.read_cache(native.cache_file(native.cache_folder()))
-    return data if data is not None else native.build_index()
+    data = cache.read_cache(cache.cache_file(cache.cache_folder()))
+    return data if data is not None else cache.build_index()
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def built(monkeypatch, index_data):
         builds.append(1)
         return json.loads(json.dumps(index_data))
 
-    monkeypatch.setattr(native, "build_index", build)
+    monkeypatch.setattr(cache, "build_index", build)
     return builds
 
 
@@ -70,18 +70,18 @@ def changed(index_data, change):
 
 def assert_rebuilt(folder, built, capsys):
     """Load the index from ``folder``: it was built once, replaced in the cache, and printed nothing."""
-    index = native.load_index(folder)
+    index = cache.load_index(folder)
     assert len(built) == 1, "the damaged cache was used"
-    assert index.origin == f"built and cached in {native.cache_file(folder)}"
-    assert native.node_derivative("MulBackward0", index).formulas[0].formula.startswith("mul_tensor_backward")
-    assert native.read_cache(native.cache_file(folder)) is not None
+    assert index.origin == f"built and cached in {cache.cache_file(folder)}"
+    assert formulas.node_derivative("MulBackward0", index).formulas[0].formula.startswith("mul_tensor_backward")
+    assert cache.read_cache(cache.cache_file(folder)) is not None
     assert capsys.readouterr() == ("", "")
     return index
 
 
 def test_a_whole_planted_cache_is_read(folder, built, index_data):
-    plant(native.cache_file(folder), index_data)
-    assert native.load_index(folder).origin.startswith("read from ") and built == []
+    plant(cache.cache_file(folder), index_data)
+    assert cache.load_index(folder).origin.startswith("read from ") and built == []
 
 
 def set_formula(data, text):
@@ -97,7 +97,7 @@ DAMAGES = {
     "a kernel of the wrong shape": lambda data: data["functions"]["add.Tensor"]["kernels"].update(CPU="add"),
     "a line that is text": lambda data: data["cpp_nodes"]["AccumulateGrad"].update(line="12"),
     "another torch": lambda data: data.update(torch_version="0.1"),
-    "another format": lambda data: data.update(format=native.INDEX_FORMAT + 1),
+    "another format": lambda data: data.update(format=cache.INDEX_FORMAT + 1),
     "an extra key": lambda data: data.update(extra=1),
     "a list at the top": None,
 }
@@ -106,17 +106,17 @@ DAMAGES = {
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_cache_with_a_damaged_entry_is_rebuilt(folder, built, index_data, damage, capsys):
     data = [] if DAMAGES[damage] is None else changed(index_data, DAMAGES[damage])
-    plant(native.cache_file(folder), data)
+    plant(cache.cache_file(folder), data)
     assert_rebuilt(folder, built, capsys)
 
 
 def test_deeply_nested_json_is_rebuilt_not_a_recursion_error(folder, built, capsys):
-    plant(native.cache_file(folder), b"[" * 200_000 + b"]" * 200_000)
+    plant(cache.cache_file(folder), b"[" * 200_000 + b"]" * 200_000)
     assert_rebuilt(folder, built, capsys)
 
 
 def test_a_changed_byte_no_longer_matches_the_sha256_line(folder, built, index_data, capsys):
-    path = native.cache_file(folder)
+    path = cache.cache_file(folder)
     plant(path, index_data)
     content = path.read_bytes()
     path.write_bytes(content.replace(b"mul_tensor_backward", b"mul_tensor_backwarx", 1))
@@ -127,26 +127,26 @@ def test_a_changed_byte_no_longer_matches_the_sha256_line(folder, built, index_d
 
 
 def test_a_fifo_in_its_place_is_rebuilt_without_waiting(folder, built, capsys):
-    os.mkfifo(native.cache_file(folder))
+    os.mkfifo(cache.cache_file(folder))
     assert_rebuilt(folder, built, capsys)
 
 
 def test_a_link_to_dev_zero_is_rebuilt_not_read(folder, built, capsys):
-    native.cache_file(folder).symlink_to("/dev/zero")
+    cache.cache_file(folder).symlink_to("/dev/zero")
     assert_rebuilt(folder, built, capsys)
-    assert not native.cache_file(folder).is_symlink()
+    assert not cache.cache_file(folder).is_symlink()
 
 
 def test_a_file_over_the_size_limit_is_not_read(folder, built, index_data, capsys, monkeypatch):
-    plant(native.cache_file(folder), index_data)
-    monkeypatch.setattr(native, "CACHE_LIMIT", 1000)
-    assert native.read_cache(native.cache_file(folder)) is None
-    monkeypatch.setattr(native, "CACHE_LIMIT", 64 * 1024 * 1024)
-    assert native.read_cache(native.cache_file(folder)) is not None
+    plant(cache.cache_file(folder), index_data)
+    monkeypatch.setattr(cache, "CACHE_LIMIT", 1000)
+    assert cache.read_cache(cache.cache_file(folder)) is None
+    monkeypatch.setattr(cache, "CACHE_LIMIT", 64 * 1024 * 1024)
+    assert cache.read_cache(cache.cache_file(folder)) is not None
 
 
 def test_a_cache_file_others_can_write_is_rebuilt(folder, built, index_data, capsys):
-    path = native.cache_file(folder)
+    path = cache.cache_file(folder)
     plant(path, index_data)
     path.chmod(0o666)
     assert_rebuilt(folder, built, capsys)
@@ -158,9 +158,9 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path, built, index_data
     """A shared XDG_CACHE_HOME: a planted cache there is never read, and nothing is written there."""
     shared = tmp_path / "shared"
     shared.mkdir()
-    plant(native.cache_file(shared), changed(index_data, DAMAGES["an empty nodes"]))
+    plant(cache.cache_file(shared), changed(index_data, DAMAGES["an empty nodes"]))
     shared.chmod(mode)
-    index = native.load_index(shared)
+    index = cache.load_index(shared)
     assert len(built) == 1 and "MulBackward0" in index.nodes
     assert index.origin == f"built in memory; not cached: {shared} is not this user's alone (owner or others can write to it)"
 
@@ -169,13 +169,13 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path, built, index_data
 def test_a_cache_folder_of_another_user_is_not_used(tmp_path, built, index_data):
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o755)
-    plant(native.cache_file(theirs), index_data)
-    os.chown(native.cache_file(theirs), 4321, 4321)
+    plant(cache.cache_file(theirs), index_data)
+    os.chown(cache.cache_file(theirs), 4321, 4321)
     os.chown(theirs, 4321, 4321)
-    index = native.load_index(theirs)
+    index = cache.load_index(theirs)
     assert len(built) == 1 and index.origin.startswith("built in memory; not cached: ")
 
 
 def test_the_cache_folder_it_makes_is_private(tmp_path, built):
-    native.load_index(tmp_path / "new" / "cache")
+    cache.load_index(tmp_path / "new" / "cache")
     assert (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700

@@ -17,7 +17,8 @@ from rich.console import Console
 
 from pydevd_plugins.extensions.stepthrough_variables import tensor_children
 from scenarios.backward import backward_pass
-from traces import Tracer, native, walk_graph
+from traces import Tracer, walk_graph
+from traces.below.nodes import CPP_NODES
 from traces.compare import RELATIVE_TOLERANCE, differences, stable_view
 from traces.files import replacing
 from traces.paths import is_under
@@ -37,7 +38,7 @@ def test_accumulate_grad_is_described_as_what_it_does_add_into_grad_or_set_it():
     (w * 3).sum().backward()
     assert w.grad is first and first.tolist() == [5.0, 5.0]  # added in place: not replaced
     # The description says exactly that, and nothing else.
-    _, description = native.CPP_NODES["AccumulateGrad"]
+    _, description = CPP_NODES["AccumulateGrad"]
     assert description == (
         "the end of backward for a leaf: adds the gradient that arrives into the leaf's .grad"
         " (sets it, when .grad is None)"

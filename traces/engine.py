@@ -48,7 +48,7 @@ import torch
 from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
-from traces.native import node_derivative
+from traces.below.formulas import node_derivative
 from traces.node_hooks import NODE_HOOKS
 
 TORCH_COMMIT = torch.version.git_version
@@ -716,7 +716,7 @@ def call_post_hooks(node, outputs: list, inputs: list) -> list:
 
 @functools.lru_cache(maxsize=None)
 def derivative_formula(name: str) -> str:
-    """The node's derivative formula from derivatives.yaml (traces/native.py),
+    """The node's derivative formula from derivatives.yaml (traces/below/formulas.py),
     one line per input, or what computes it when it has none."""
     derivative = node_derivative(name.rsplit("::", 1)[-1])  # torch::autograd::AccumulateGrad
     if not derivative.formulas:

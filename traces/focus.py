@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.text import Text
 
 from traces.backward import BackwardStep
+from traces.below.formulas import gradient_equations
 from traces.graph import AutogradGraph, AutogradNode
-from traces.native import gradient_equations
 from traces.terminal_native import slot_targets
 from traces.trace import Trace
 

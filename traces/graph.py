@@ -24,7 +24,7 @@ import torch
 from .tensors import MAX_VALUES, TensorSummary, dtype_name, summarize
 
 if TYPE_CHECKING:  # only named in a type: the debugger's pane does not load the formula index
-    from .native import NodeDerivative
+    from traces.below.formulas import NodeDerivative
 
 # What autograd says when a saved tensor is read after backward freed it.
 FREED_MESSAGE = "after they have already been freed"
@@ -63,7 +63,7 @@ class AutogradNode:
     # The order autograd made the graph's nodes in (their sequence numbers, ranked): 0 for
     # the first; None for AccumulateGrad, which autograd makes apart from that order.
     made: int | None = None
-    derivative: NodeDerivative | None = None  # what computes its gradients (traces.native), once traced
+    derivative: NodeDerivative | None = None  # what computes its gradients (traces.below.formulas), once traced
 
     @property
     def is_leaf(self) -> bool:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from traces.native import FirstCall, observe_call
+from traces.below.dispatcher import FirstCall, observe_call
 from traces.places import importing_now, node_makers_line
 from traces.tensors import _tracer_at_work as _at_work
 from traces.tensors import dtype_name, iter_tensors
@@ -106,7 +106,7 @@ class NodePlaces:
 class OpRecorder(TorchDispatchMode):
     """Records each operator call; setting ``phase`` labels the calls from then on.
 
-    At each operator's first call it also notes what ``traces.native`` needs to
+    At each operator's first call it also notes what ``traces.below.dispatcher`` needs to
     say what ran below it: the call's dispatch keys and, with ``native=True``,
     the C++ frames that led here (the first capture takes a second or two).
     """

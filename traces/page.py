@@ -7,7 +7,7 @@ and read by a small script bundled into the same file (``page.js``): nothing is 
 when the page is opened, and no server is needed. What Python adds:
 
 - ``equations``: for each node that ran, its derivative formula with this run's numbers,
-  as the terminal's backward table writes it (``traces.native.gradient_equations``);
+  as the terminal's backward table writes it (``traces.below.formulas.gradient_equations``);
 - ``folds``: a number per module that is the same for modules of the same structure, so
   the page folds repeated blocks as the terminal does (``traces.grouping.structure``);
 - ``links``: for each path of the user's code, where that file lies relative to the page,
@@ -28,9 +28,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from traces.below.formulas import gradient_equations
 from traces.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
 from traces.json_file import strict_numbers, trace_to_dict
-from traces.native import gradient_equations
 from traces.paths import PROJECT_ROOT
 from traces.places import base_folder
 from traces.trace import Trace

@@ -18,8 +18,11 @@ from rich.table import Table
 from rich.tree import Tree
 
 from traces.backward import BackwardStep
+from traces.below.dispatcher import OpKernel
+from traces.below.formulas import gradient_equations
+from traces.below.frames import CppLayer
+from traces.below.links import SourceLink
 from traces.graph import AutogradGraph, AutogradNode
-from traces.native import CppLayer, OpKernel, SourceLink, gradient_equations
 from traces.trace import Trace
 
 

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any, ContextManager
 import torch
 
 from traces.backward import BackwardRecording, BackwardStep, record_backward
+from traces.below.cache import installed_index
+from traces.below.dispatcher import OpKernel, describe_ops
+from traces.below.formulas import node_derivative
+from traces.below.links import torch_commit
 from traces.graph import AutogradGraph, autograd_nodes, input_node_ids
 from traces.modules import ModuleRecorder
-from traces.native import OpKernel, describe_ops, installed_index, node_derivative, torch_commit
 from traces.ops import OpCall, OpRecorder
 from traces.places import TORCH_DIR, TRACES_DIR
 from traces.source import SourceEntry, SourceRecorder

@@ -1,6 +1,6 @@
 """Stop in the C++ kernel of an ATen op with gdb, on a stock wheel.
 
-    python -m traces.gdb --op aten::mul.Tensor scenarios/backward.py
+    python -m traces.below.gdb --op aten::mul.Tensor scenarios/backward.py
 
 runs the script under gdb with a breakpoint on the kernel that the ops view
 names for the op (``at::native::structured_mul_out::impl``), prints the call
@@ -23,6 +23,10 @@ import os
 import shlex
 import shutil
 import sys
+
+import torch
+
+from traces.below.dispatcher import describe_op, dispatch_table
 
 # gdb reads symbols for these only (the kernels live in libtorch_cpu, the Python
 # bindings in libtorch_python, the dispatcher in libc10 and libtorch_cpu).
@@ -71,10 +75,6 @@ def python_gdb_helper(python: str) -> str | None:
 
 def kernel_symbol(op: str, device: str) -> str:
     """The C++ function of an op's kernel for a device type, as the ops view names it."""
-    import torch
-
-    from traces.native import describe_op, dispatch_table
-
     if not dispatch_table(op):
         raise ValueError(f"{op} is not an operator this torch knows (the ops view of --trace lists the ones that ran)")
     key = str(torch._C._dispatch_key_for_device(device))
@@ -111,7 +111,7 @@ class Parser(argparse.ArgumentParser):
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(
-        prog="python -m traces.gdb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m traces.below.gdb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--op", action="append", default=[], metavar="OP", help="an ATen op, e.g. aten::mul.Tensor")
     parser.add_argument(
@@ -136,7 +136,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if shutil.which("gdb") is None:
-        print("python -m traces.gdb: error: gdb is not installed (apt-get install gdb)", file=sys.stderr)
+        print("python -m traces.below.gdb: error: gdb is not installed (apt-get install gdb)", file=sys.stderr)
         return 1
     command = gdb_argv([sys.executable, args.script, *args.args], args.symbols, args.batch, args.device == "cuda")
     print(shlex.join(command), flush=True)
