@@ -1,10 +1,12 @@
 """Below Python (traces/below/): formulas, native functions, the dispatcher, links, C++ frames, the cache."""
 
+import ast
 import errno
 import hashlib
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -502,3 +504,27 @@ def test_without_torchgens_loader_the_index_is_empty_with_the_reason(tmp_path, m
     index = cache.load_index(tmp_path)
     assert (index.nodes, index.problem) == ({}, "torchgen cannot load derivatives.yaml here (No module named 'yaml')")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the rooms of traces/below/ ---------------------------------------------
+
+# Each room imports only rooms before it, and nothing else of traces (the one
+# exception: the cache writer's traces.files.write_atomically, until it moves down).
+ROOMS = ["links", "schema", "nodes", "cache", "formulas", "frames", "dispatcher", "gdb"]
+
+
+def traces_imports(room):
+    tree = ast.parse((Path(links.__file__).parent / f"{room}.py").read_text())
+    found = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    found += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    return sorted(name for name in found if name.split(".")[0] == "traces")
+
+
+def test_each_room_below_python_imports_only_the_rooms_before_it():
+    rooms = sorted(path.stem for path in Path(links.__file__).parent.glob("*.py") if path.stem != "__init__")
+    assert rooms == sorted(ROOMS)
+    for position, room in enumerate(ROOMS):
+        allowed = {f"traces.below.{earlier}" for earlier in ROOMS[:position]}
+        allowed |= {"traces.files"} if room == "cache" else set()
+        assert set(traces_imports(room)) <= allowed, room
+    assert traces_imports("cache") == ["traces.below.links", "traces.below.nodes", "traces.below.schema", "traces.files"]
