@@ -88,7 +88,7 @@ def node_derivative(name: str, index: Index | None = None) -> NodeDerivative:
         )
     if name in CPP_NODES:
         header, description = CPP_NODES[name]
-        line = index.cpp_nodes.get(name, {}).get("line")  # the cache keeps where, this module says what
+        line = index.cpp_nodes.get(name, {}).get("line")  # the cache keeps where, CPP_NODES says what
         return NodeDerivative("c++", f"written in C++, no formula: {description}", source=repository_link(header, line))
     if name == "CompiledFunctionBackward":
         return NodeDerivative(
