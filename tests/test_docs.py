@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from doc_pages import ROOT, anchors, broken_links, page, pages, shell_commands, slug
+from doc_pages import ROOT, anchors, broken_links, code_blocks, page, pages, shell_commands, slug
 from vscode_files import launch_configurations
 
 from scenarios._record import scenario_names
@@ -170,3 +170,8 @@ def test_every_scenario_has_its_section_in_docs_scenarios():
         section = text.split(f"\n## {name}.py\n", 1)[1].split("\n## ", 1)[0]
         assert f"[`scenarios/{name}.py`](../scenarios/{name}.py)" in section
         assert "**The lesson.**" in section and "**In the debugger.**" in section
+
+
+def test_contributings_main_block_is_the_unsqueeze_scenarios_own():
+    [shown] = [block for block in code_blocks(page("CONTRIBUTING.md"), "python") if "run_scenario(" in block]
+    assert shown in (ROOT / "scenarios" / "unsqueeze.py").read_text(encoding="utf-8")
