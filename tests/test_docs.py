@@ -175,3 +175,9 @@ def test_every_scenario_has_its_section_in_docs_scenarios():
 def test_contributings_main_block_is_the_unsqueeze_scenarios_own():
     [shown] = [block for block in code_blocks(page("CONTRIBUTING.md"), "python") if "run_scenario(" in block]
     assert shown in (ROOT / "scenarios" / "unsqueeze.py").read_text(encoding="utf-8")
+
+
+def test_the_schema_version_the_trace_page_names_is_the_one_written():
+    from traces import Trace
+
+    assert f"schema (`schema_version` {Trace('x', '2', 'cpu').schema_version}) is documented" in page("traces.md")
