@@ -1,4 +1,4 @@
-"""What --trace costs on the backward scenario, without and with --native (README "Below Python").
+"""What --trace costs on the backward scenario, without and with --native (docs/benchmarks.md, "Below Python").
 
     .venv/bin/python benchmarks/below_python.py [--runs N] [--output FILE] [--quick]
 

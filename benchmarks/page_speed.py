@@ -1,4 +1,4 @@
-"""How quick the trace page is in headless Chromium, and how large its file (README "Traces").
+"""How quick the trace page is in headless Chromium, and how large its file (docs/benchmarks.md, "The page").
 
     .venv/bin/python benchmarks/page_speed.py [--loads N] [--screenshot PNG] [--quick]
 

@@ -16,7 +16,7 @@ Measured:
   exit, against a plain run; and the round trip of the requests VSCode sends
   while paused, with and without TCP_NODELAY (the debugger extension, pydevd_plugins/);
 - the quickstart's training loop on the stand-in: samples per second and
-  seconds per epoch; the README's quick run (QUICK_RUN) and the default run
+  seconds per epoch; the quick run of docs/scenarios.md (QUICK_RUN) and the default run
   (5 epochs), start to finish, with their final accuracy;
 - the whole pytest suite.
 
@@ -59,7 +59,7 @@ from traces.files import write_atomically  # noqa: E402
 
 PYTHON = sys.executable
 PROG = "benchmarks/run.py"
-# The README's quick run of the quickstart: clearly above chance in seconds.
+# The quick run of the quickstart (docs/scenarios.md): clearly above chance in seconds.
 QUICK_RUN = ["--epochs", "1", "--limit", "10000", "--lr", "0.05"]
 # The targets (issue 7), for a 2-core machine: the worst case is compared with each.
 TARGETS = {

@@ -1,4 +1,4 @@
-"""What the README's breakpoint table says the debugger shows, checked in a real debug session
+"""What the breakpoint table of docs/debugger.md (once the README's) says the debugger shows, checked in a real debug session
 of each scenario's launch configuration (the real debugpy adapter, see dap_client.py): one
 session per scenario, checking every statement of its row."""
 
@@ -6,18 +6,18 @@ import inspect
 import re
 
 import torch
-from conftest import ROOT
 from dap_client import DebugSession, first_body_line
+from doc_pages import page
 from test_debug_session import expand
 from torch.autograd import graph
 from vscode_files import scenario_configuration, substitute
 
-README = (ROOT / "README.md").read_text()
+PAGE = page("debugger.md")  # the breakpoint table and the Variables pane
 
 
 def row(scenario: str) -> str:
-    """The README's breakpoint-table row of the configuration named "Scenario: <scenario>"."""
-    [found] = [line for line in README.splitlines() if line.startswith(f'| "Scenario: {scenario}"')]
+    """The breakpoint-table row of the configuration named "Scenario: <scenario>"."""
+    [found] = [line for line in PAGE.splitlines() if line.startswith(f'| "Scenario: {scenario}"')]
     return found
 
 
@@ -98,4 +98,4 @@ def test_quickstart_call_impl_sees_flatten_and_a_fresh_linear_weight_at_version_
     text = row("the quickstart")
     assert "from `NeuralNetwork` to `Flatten` to `Sequential` to `Linear`" in text
     assert f"`weight` reads `{weight}`" in text
-    assert "an `nn.Linear`'s weight shows `· v1` from the start" in README  # the Variables pane section
+    assert "an `nn.Linear`'s weight shows `· v1` from the start" in PAGE  # the Variables pane section

@@ -1,5 +1,5 @@
-"""The README's example of tracing a torchvision model: the script it shows, run the way it
-says, prints what it shows (the numbers to within 1%, since CPUs round differently)."""
+"""The example of tracing a torchvision model (docs/traces.md, once the README's): the script it
+shows, run the way it says, prints what it shows (the numbers to within 1%, since CPUs round differently)."""
 
 import contextlib
 import io
@@ -7,17 +7,17 @@ import math
 import re
 
 import pytest
-from conftest import ROOT
+from doc_pages import page
 
 from traces.__main__ import main
 
-README = (ROOT / "README.md").read_text()
+PAGE = page("traces.md")  # where the example lives
 NUMBER = re.compile(r"(?<=norm )[\d.]+|(?<=norm=)[\d.]+|(?<=^loss )[\d.]+")
 
 
 def code_block(after: str, language: str) -> str:
-    start = README.index(f"```{language}\n", README.index(after)) + len(language) + 4
-    return README[start : README.index("```", start)]
+    start = PAGE.index(f"```{language}\n", PAGE.index(after)) + len(language) + 4
+    return PAGE[start : PAGE.index("```", start)]
 
 
 def numbers_masked(line: str) -> tuple[str, list[float]]:
@@ -30,7 +30,7 @@ def printed(tmp_path_factory):
     (folder / "resnet_step.py").write_text(code_block("<!-- resnet_step.py:", "python"))
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
-        patch.chdir(folder)  # as the README runs it: paths relative to the current folder
+        patch.chdir(folder)  # as the page runs it: paths relative to the current folder
         patch.setenv("COLUMNS", "100")
         assert main(["resnet_step.py"]) == 0
     return out.getvalue()
@@ -40,7 +40,7 @@ def test_the_script_prints_its_loss_first(printed):
     first = printed.splitlines()[0]
     masked, [loss] = numbers_masked(first)
     assert masked == "loss N" and loss == pytest.approx(6.950, abs=0.002)
-    assert "prints the script's `loss 6.950`" in README
+    assert "prints the script's `loss 6.950`" in PAGE
 
 
 def test_the_output_begins_as_the_readme_shows(printed):
@@ -49,8 +49,8 @@ def test_the_output_begins_as_the_readme_shows(printed):
     position = 0
     for line in shown:
         if line.strip() in ("", "...") or line.strip().startswith(".venv/.../"):
-            continue  # an elided part, or a path alone (shortened in the README)
-        expected = line.split("  .venv/.../")[0].rstrip()  # a path shortened in the README: the rest must match
+            continue  # an elided part, or a path alone (shortened on the page)
+        expected = line.split("  .venv/.../")[0].rstrip()  # a path shortened on the page: the rest must match
         masked, numbers = numbers_masked(expected)
         for index in range(position, len(output)):
             found, found_numbers = numbers_masked(output[index])
@@ -63,12 +63,12 @@ def test_the_output_begins_as_the_readme_shows(printed):
 
 
 def test_it_prints_about_240_lines_at_100_columns(printed):
-    assert "then about 240 lines (at 100 columns)" in README
+    assert "then about 240 lines (at 100 columns)" in PAGE
     assert 210 <= len(printed.splitlines()) <= 270
 
 
 def test_each_module_names_its_parameters_with_their_gradient_norms_as_the_readme_says(printed):
-    assert "(under `layer1`'s `0 (BasicBlock)`: `grad norms: conv1.weight 7.312, bn1.weight\n0.2947, ...`)" in README
+    assert "(under `layer1`'s `0 (BasicBlock)`: `grad norms: conv1.weight 7.312, bn1.weight\n0.2947, ...`)" in PAGE
     line = next(line for line in printed.splitlines() if line.strip().startswith("grad norms: conv1.weight"))
     pairs = re.findall(r"([\w.]+) ([\d.]+)(?:,|$)", line.strip().removeprefix("grad norms: "))
     assert [name for name, _ in pairs[:4]] == ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight"]
