@@ -17,7 +17,7 @@ from pydevd_plugins.extensions import stepthrough_session, stepthrough_variables
 from pydevd_plugins.extensions.stepthrough_variables import Note
 from traces.graph import FREED, PACKED, saved_for_backward
 from traces.tensors import LINE_VALUES, describe
-from traces.trace import Tracer
+from traces.tracer import Tracer
 
 
 class RecordOps(TorchDispatchMode):

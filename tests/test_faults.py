@@ -113,7 +113,7 @@ def test_without_dot_an_older_picture_is_removed_not_left_beside_a_newer_trace(t
 STARTS_A_SAVE = """
 import sys, time
 from pathlib import Path
-from traces.files import PendingFile
+from traces.saving import PendingFile
 pending = PendingFile(Path(sys.argv[1]))
 pending.file.write(b"half a model")
 pending.file.flush()
@@ -123,7 +123,7 @@ time.sleep(120)
 
 
 def test_leftovers_of_killed_saves_are_removed_but_not_a_running_saves_file(tmp_path):
-    from traces.files import PendingFile
+    from traces.saving import PendingFile
 
     model = tmp_path / "model.pth"
     killed = start_script("-c", STARTS_A_SAVE, str(model))
@@ -346,7 +346,7 @@ SAVES_AND_RELOADS = """
 import sys
 import torch
 from scenarios._fashion import NeuralNetwork
-from traces.files import replacing
+from traces.saving import replacing
 torch.manual_seed(int(sys.argv[2]))
 state = NeuralNetwork().state_dict()
 print("ready", flush=True)

@@ -20,7 +20,7 @@ from scenarios.backward import backward_pass
 from traces import Tracer, walk_graph
 from traces.below.nodes import CPP_NODES
 from traces.compare import RELATIVE_TOLERANCE, differences, stable_view
-from traces.files import replacing
+from traces.saving import replacing
 from traces.paths import is_under
 from traces.tensors import describe
 from traces.terminal import graph_tree

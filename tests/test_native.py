@@ -484,12 +484,10 @@ def test_an_unwritable_cache_folder_never_fails_a_run(tmp_path, built):
 
 
 def test_a_full_disk_never_fails_a_run(tmp_path, built, monkeypatch):
-    import traces.files
-
     def full(path, content):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(traces.files, "write_atomically", full)
+    monkeypatch.setattr(cache, "write_atomically", full)
     index = cache.load_index(tmp_path)
     assert index.origin == f"built in memory; not cached: No space left on device ({cache.cache_file(tmp_path)})"
     assert index.functions["add.Tensor"]["structured_delegate"] == "add.out"

@@ -20,8 +20,9 @@ import torch
 
 import traces
 from conftest import ROOT, recorded_traces
-from traces import files
-from traces.files import TRACE_SET, WriteFailed, save_trace, set_problems, write_set
+from traces import saving
+from traces.files import TRACE_SET, save_trace, set_problems
+from traces.saving import WriteFailed, write_set
 
 
 def small_trace(value: float):
@@ -179,7 +180,7 @@ def whole(index: Path) -> list[str]:
     problems = [
         name
         for name, digest in named.items()
-        if not (index.parent / name).is_file() or files.digest((index.parent / name).read_bytes()) != digest
+        if not (index.parent / name).is_file() or saving.digest((index.parent / name).read_bytes()) != digest
     ]
     problems += [suffix for suffix, _ in TRACE_SET if f"t{suffix}" not in named and (index.parent / f"t{suffix}").exists()]
     return problems
@@ -191,7 +192,7 @@ def test_kill_9_at_random_moments_never_leaves_a_mixed_set(tmp_path):
     chance = random.Random(19)
     for attempt in range(30):
         child = subprocess.Popen(
-            [sys.executable, "-c", WRITER, files.__file__, str(folder)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", WRITER, saving.__file__, str(folder)], stdout=subprocess.PIPE, text=True
         )
         assert child.stdout.readline() == "ready\n"
         time.sleep(chance.uniform(0, 0.03))
@@ -206,11 +207,11 @@ def test_kill_9_at_random_moments_never_leaves_a_mixed_set(tmp_path):
     assert sorted(os.listdir(folder)) == ["t.json", "t.mmd"]  # leftovers of killed saves (and the old svg) removed
 
 
-def test_files_needs_no_torch():
+def test_saving_needs_no_torch():
     """So that the kill -9 writer above (and any other saver) starts in milliseconds."""
-    spec = importlib.util.spec_from_file_location("saving", files.__file__)
+    spec = importlib.util.spec_from_file_location("saving", saving.__file__)
     found = subprocess.run(
-        [sys.executable, "-c", f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('s', {files.__file__!r}); "
+        [sys.executable, "-c", f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('s', {saving.__file__!r}); "
          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print('torch' in sys.modules)"],
         capture_output=True, text=True, cwd=ROOT,
     )

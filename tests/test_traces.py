@@ -172,7 +172,7 @@ def test_a_saved_value_freed_before_the_walk_shows_only_its_name():
 
 
 def test_atomic_writes_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
-    from traces.files import current_umask, write_atomically
+    from traces.saving import current_umask, write_atomically
 
     path = write_atomically(tmp_path / "out.json", "{}\n")
     assert path.read_text() == "{}\n"

@@ -20,7 +20,29 @@ import traces._starting  # noqa: F401  isort: skip (first: Ctrl-C while `python 
 from traces.backward import BackwardRecording, BackwardStep, record_backward
 from traces.graph import AutogradGraph, AutogradNode, Edge, walk_graph
 from traces.any_code import record
-from traces.trace import NO_TRACE, Trace, Tracer
+from traces.trace import Trace
+from traces.tracer import NO_TRACE, Tracer
+
+
+# The face plugs the renderers into the plain data (traces/trace.py cannot import them: they sit
+# floors above it). Each loads its renderer on first use, so recording alone never imports one.
+def _print_trace(trace, console, views, depth, focus) -> None:
+    from rich.console import Console
+
+    from traces.terminal import render_trace
+
+    render_trace(trace, console or Console(), views=views, depth=depth, focus=focus)
+
+
+def _save_trace(trace, directory, depth):
+    from traces.files import save_trace
+
+    written, _notes = save_trace(trace, directory, depth)
+    return written
+
+
+Trace.printer = _print_trace
+Trace.saver = _save_trace
 
 __all__ = [
     "NO_TRACE",

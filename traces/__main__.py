@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args.page_folder = Path.cwd()  # where --html writes: the script may change the current folder
     from traces.any_code import BackwardWatch, watching
     from traces.places import paths_from
-    from traces.trace import Tracer
+    from traces.tracer import Tracer
 
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
@@ -360,7 +360,7 @@ def save_page(trace, args: argparse.Namespace, console) -> Path | None:
     """The page of the trace, written for --html or --open (--save-trace has written it already)."""
     if args.save_trace is not None:
         return args.save_trace / f"{trace.scenario}.html"
-    from traces.files import write_atomically
+    from traces.saving import write_atomically
     from traces.page import to_html
 
     page = args.page_folder / f"{trace.scenario}.html"

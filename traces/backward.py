@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from time import perf_counter_ns
 
 import torch
@@ -27,27 +26,7 @@ import torch
 from traces.node_hooks import register_node_hooks
 from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
-
-
-@dataclass
-class BackwardStep:
-    order: int  # 0 for the first node the engine ran
-    node: str  # the node's id in the graph
-    name: str
-    arriving: list[TensorSummary | None]  # gradients w.r.t. the node's outputs, after any tensor hooks
-    leaving: list[TensorSummary | None] = field(default_factory=list)  # one per edge slot
-    # Per arriving gradient: what was sent, before tensor hooks changed it; None where no hook changed it.
-    before_hooks: list[TensorSummary | None] = field(default_factory=list)
-    # Nanoseconds the node itself ran: wall time from the end of its pre-hook to the start of its
-    # hook (time.perf_counter_ns), so the tracer's own summarising is not counted. None where the
-    # engine ran no hook after it (an error inside the node).
-    time_ns: int | None = None
-
-
-@dataclass
-class BackwardRecording:
-    graph: AutogradGraph
-    steps: list[BackwardStep] = field(default_factory=list)
+from traces.trace import BackwardRecording, BackwardStep
 
 
 def _summaries(gradients) -> list[TensorSummary | None]:

@@ -24,6 +24,7 @@ from rich.text import Text
 from traces.backward import BackwardStep
 from traces.below.formulas import gradient_equations
 from traces.graph import AutogradGraph, AutogradNode
+from traces.terminal_lines import Lines, arriving_text, gradient_text, location_text
 from traces.terminal_native import slot_targets
 from traces.trace import Trace
 
@@ -84,8 +85,6 @@ def path_from_output(graph: AutogradGraph, target: str) -> list[str]:
 
 def run_text(nodes: list[AutogradNode]) -> str:
     """A run of path nodes in one module: ``layer4.1.bn2: NativeBatchNormBackward0``."""
-    from traces.terminal import location_text
-
     where = nodes[0].module or location_text(nodes[0]) or "outside any module"
     names = [node.label for node in nodes]
     return f"{where}: {' → '.join(names)}"
@@ -93,8 +92,6 @@ def run_text(nodes: list[AutogradNode]) -> str:
 
 def render_focus(trace: Trace, console: Console, name: str) -> None:
     """The part of the graph ``name`` names, node by node (see the module's docstring)."""
-    from traces.terminal import Lines, gradient_text
-
     graph = trace.graph
     if graph is None:
         console.print("[dim]This run recorded no backward pass.[/dim]")
@@ -132,7 +129,6 @@ def add_node(lines, graph: AutogradGraph, node: AutogradNode, step: BackwardStep
 ) -> None:
     """One node: its step, name and module, where the code made it, the gradients and its formula
     with the numbers; the formula's source on a line of its own, whole, so that it stays a link."""
-    from traces.terminal import arriving_text, gradient_text, location_text
 
     module = f" in {node.module}" if node.module else ""
     order = f"step {step.order}: " if step else "never ran: "

@@ -32,28 +32,10 @@ from traces.below.dispatcher import FirstCall, observe_call
 from traces.places import importing_now, node_makers_line
 from traces.tensors import _tracer_at_work as _at_work
 from traces.tensors import dtype_name, iter_tensors
+from traces.trace import OpCall, TensorMeta
 
 # The next sequence number autograd will give a node (torch 2.1 and newer).
 next_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", lambda: None)
-
-
-@dataclass
-class TensorMeta:
-    shape: list[int]
-    dtype: str
-
-    def __str__(self) -> str:
-        return f"{self.dtype}{self.shape}"
-
-
-@dataclass
-class OpCall:
-    phase: str  # "forward" or "backward"
-    op: str  # e.g. "aten::addmm"
-    inputs: list[TensorMeta]
-    outputs: list[TensorMeta]
-    count: int = 1  # calls in a row with the same op, phase and shapes, folded into one
-    backward_pass: int = 1  # the pass it belongs to: its forward runs before backward pass k ends
 
 
 def tensor_metas(value) -> list[TensorMeta]:

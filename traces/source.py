@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from types import CodeType, FrameType
 
 from traces.modules import is_compiling
 from traces.places import importing_now
 from traces.tensors import is_tracer_at_work
+from traces.trace import SourceEntry
 
 # Torch runs this before every operator while a Python dispatch mode (the ops
 # view's) is active, so it and what it calls belong to the tracer, not the scenario.
@@ -49,20 +49,6 @@ def compiling_now() -> bool:
     guards = sys.modules.get("torch._guards")
     tls = getattr(guards, "_TLS", None)
     return getattr(tls, "compile_context", None) is not None
-
-
-@dataclass
-class SourceEntry:
-    function: str  # qualified name, e.g. "Tensor.backward"
-    path: str  # absolute path of the file
-    line: int  # the line where the function starts
-    depth: int  # how many torch functions were below it on the stack when it was first entered
-    calls: int
-    building: bool = False  # entered only while an nn.Module was being built (inside its __init__)
-
-    @property
-    def location(self) -> str:
-        return f"{self.path}:{self.line}"
 
 
 def building_a_module(frame: FrameType | None) -> bool:

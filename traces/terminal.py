@@ -34,7 +34,8 @@ from traces.grouping import (
 from traces.graph import AutogradGraph, AutogradNode, SavedValue
 from traces.ops import fold_calls, passes
 from traces.places import shown_path
-from traces.tensors import TensorSummary
+from traces.focus import add_node, focused_nodes, render_focus
+from traces.terminal_lines import Lines, arriving_text, edge_gradient_text, gradient_text, location_text
 from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
 from traces.trace import VIEWS, Trace
 
@@ -56,8 +57,6 @@ def render_trace(
     """
     shown = []
     if focus is not None:
-        from traces.focus import focused_nodes, render_focus
-
         if trace.graph is not None:
             focused_nodes(trace.graph, focus)  # raises for an unknown name, before anything is printed
         shown.append(lambda: render_focus(trace, console, focus))
@@ -231,33 +230,12 @@ def render_graph_list(graph: AutogradGraph, console: Console) -> None:
     lines.print()
 
 
-def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:
-    text = "None" if summary is None else escape(str(summary))
-    return text if before_hooks is None else f"{text} {hooked_text(before_hooks)}"
-
-
-def hooked_text(before_hooks: TensorSummary) -> str:
-    if before_hooks.values is None and before_hooks.norm is None:  # a sum too large to have kept
-        return "(a tensor hook changed it)"
-    return escape(f"(a tensor hook changed it from {before_hooks})")
-
-
-def edge_gradient_text(edge) -> str:
-    return gradient_text(edge.gradient, edge.hooked_from)
-
-
-def arriving_text(step) -> str:
-    before = step.before_hooks or [None] * len(step.arriving)
-    return ", ".join(gradient_text(g, b) for g, b in zip(step.arriving, before))
-
-
 TABLE_WIDTH = 120  # narrower, the five columns of the backward table would cut its formulas and numbers
 
 
 def render_backward_list(trace: Trace, console: Console) -> None:
     """The backward view for a narrow terminal: each step on its own lines (what arrived, what
     left, the formula with the numbers), so that nothing is cut into pieces to fit a column."""
-    from traces.focus import add_node
 
     lines = Lines(console)
     lines.add(0, Text("Backward: the order in which the engine ran the nodes", style="bold"))
@@ -294,12 +272,6 @@ def norm_text(norm: float | None) -> str:
     return "" if norm is None else f" · grad norm {norm:.4g}"
 
 
-def location_text(node: AutogradNode | None) -> str | None:
-    if node is None or node.path is None:
-        return None
-    return f"{shown_path(node.path)}:{node.line}"
-
-
 def module_text(group: ModuleGroup, title: str, frontier: bool, norms: dict[str, float]) -> tuple[Text, str | None]:
     """One module, as the module tree shows it: name and class, its nodes (their classes, where
     the tree goes no deeper), the norm of its parameters' gradients, and the line of code that
@@ -325,31 +297,6 @@ def relative_name(group: ModuleGroup, parent: ModuleGroup | None) -> str:
     if parent is not None and group.name.startswith(parent.name + "."):
         return group.name[len(parent.name) + 1 :]
     return group.name
-
-
-class Lines:
-    """Indented lines that fit the console's width: text wraps under its indentation; a
-    ``path:line`` goes at the end of its line when it fits, else on a line of its own, whole,
-    so that it stays a link (a path longer than the width is the only line that runs over)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.lines: list[Text] = []
-
-    def add(self, indent: int, text: Text, location: str | None = None) -> None:
-        width = max(self.console.width - indent - 4, 20)
-        if location is not None and text.cell_len + 2 + len(location) <= width:
-            text = text.copy()
-            text.append(f"  {location}", style="dim")
-            location = None
-        for number, line in enumerate(text.wrap(self.console, width, overflow="fold")):
-            self.lines.append(Text(" " * (indent if number == 0 else indent + 4)) + line)
-        if location is not None:
-            self.lines.append(Text(" " * (indent + 4) + location, style="dim"))
-
-    def print(self) -> None:
-        for line in self.lines:
-            self.console.print(line, soft_wrap=True)
 
 
 def render_module_graph(trace: Trace, depth: int, console: Console) -> None:

@@ -1,28 +1,23 @@
-"""One object for the four views of one scenario run, and the tracer that records them."""
+"""The plain data of one run: the ``Trace`` and the records it holds.
+
+A ``Trace`` is what the recorders (``traces.tracer``) produce and what every
+renderer reads: the autograd graph, the backward steps, the ATen calls, the torch
+functions entered, and the kernels below them. Nothing here records or draws:
+how a trace is shown and saved is plugged in by the package's face
+(``traces/__init__.py``), so this floor never imports the renderers above it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from traces.backward import BackwardRecording, BackwardStep, record_backward
-from traces.below.cache import installed_index
-from traces.below.dispatcher import OpKernel, describe_ops
-from traces.below.formulas import node_derivative
-from traces.below.links import torch_commit
-from traces.graph import AutogradGraph, autograd_nodes, input_node_ids
-from traces.modules import ModuleRecorder
-from traces.ops import OpCall, OpRecorder
-from traces.places import TORCH_DIR, TRACES_DIR
-from traces.source import SourceEntry, SourceRecorder
-from traces.tensors import tracer_at_work
+from traces.graph import AutogradGraph
+from traces.below.dispatcher import OpKernel
+from traces.tensors import TensorSummary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,6 +25,60 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 6  # see traces/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
+
+
+@dataclass
+class BackwardStep:
+    order: int  # 0 for the first node the engine ran
+    node: str  # the node's id in the graph
+    name: str
+    arriving: list[TensorSummary | None]  # gradients w.r.t. the node's outputs, after any tensor hooks
+    leaving: list[TensorSummary | None] = field(default_factory=list)  # one per edge slot
+    # Per arriving gradient: what was sent, before tensor hooks changed it; None where no hook changed it.
+    before_hooks: list[TensorSummary | None] = field(default_factory=list)
+    # Nanoseconds the node itself ran: wall time from the end of its pre-hook to the start of its
+    # hook (time.perf_counter_ns), so the tracer's own summarising is not counted. None where the
+    # engine ran no hook after it (an error inside the node).
+    time_ns: int | None = None
+
+
+@dataclass
+class BackwardRecording:
+    graph: AutogradGraph
+    steps: list[BackwardStep] = field(default_factory=list)
+
+
+@dataclass
+class TensorMeta:
+    shape: list[int]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{self.shape}"
+
+
+@dataclass
+class OpCall:
+    phase: str  # "forward" or "backward"
+    op: str  # e.g. "aten::addmm"
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+    count: int = 1  # calls in a row with the same op, phase and shapes, folded into one
+    backward_pass: int = 1  # the pass it belongs to: its forward runs before backward pass k ends
+
+
+@dataclass
+class SourceEntry:
+    function: str  # qualified name, e.g. "Tensor.backward"
+    path: str  # absolute path of the file
+    line: int  # the line where the function starts
+    depth: int  # how many torch functions were below it on the stack when it was first entered
+    calls: int
+    building: bool = False  # entered only while an nn.Module was being built (inside its __init__)
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}"
 
 
 @dataclass
@@ -50,6 +99,11 @@ class Trace:
     native_skipped: str | None = None  # why the kernels have no C++ path, when they have none
     schema_version: int = SCHEMA_VERSION
 
+    # How a trace is printed and saved: set by the package's face (traces/__init__.py) to the
+    # renderers of traces/terminal.py and traces/files.py, loaded only when first used.
+    printer: ClassVar[Callable[..., None]]
+    saver: ClassVar[Callable[..., list[Path]]]
+
     def show(
         self,
         console: Console | None = None,
@@ -60,167 +114,10 @@ class Trace:
         """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``;
         ``focus`` (a module, parameter or node name) shows that part node by node instead of the
         graph and backward views, and raises ``traces.focus.UnknownFocus`` for a name not in the trace."""
-        from rich.console import Console
-
-        from traces.terminal import render_trace
-
-        render_trace(self, console or Console(), views=views, depth=depth, focus=focus)
+        Trace.printer(self, console, views, depth, focus)
 
     def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
         """Write ``<scenario>.json``, ``.mmd``, ``.html`` (the page, see ``traces.page``) and, where
         Graphviz is installed, ``.svg`` into ``directory``; the pictures show a model by module,
         ``depth`` levels deep."""
-        from traces.files import save_trace
-
-        written, _ = save_trace(self, Path(directory), depth)
-        return written
-
-
-class Tracer:
-    """Records the views of a run while enabled; a disabled tracer records nothing.
-
-    The runner wraps the whole lesson in ``tracer.recording()``; the lesson wraps
-    its backward call::
-
-        with tracer.backward_of({"y": y}, names={"w": w, "x": x}):
-            y.backward()
-
-    so that the same line of code runs, and can be stepped into, either way.
-    Everything from the start of the recording up to that backward is the
-    forward phase; recording ends when the backward does.
-    """
-
-    def __init__(self, enabled: bool = True, native: bool = False) -> None:
-        self.enabled = enabled
-        self.native = native  # also capture the C++ frames of each distinct operator
-        self.backward_recording: BackwardRecording | None = None
-        self.device: str | None = None  # where the traced backward's outputs live
-        self._ops: OpRecorder | None = None
-        self._source: SourceRecorder | None = None
-        self._modules: ModuleRecorder | None = None
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Record operators, torch functions entered and modules while the block runs."""
-        if not self.enabled:
-            yield
-            return
-        self._modules = ModuleRecorder()
-        self._ops = OpRecorder(native=self.native)
-        self._source = SourceRecorder(TORCH_DIR)
-        # The source view starts at the first operator: the imports at the top of a script,
-        # which run hundreds of torch's functions and nothing of the code's, cost nothing.
-        self._ops.at_first_operator = self._source.start
-        try:
-            self._modules.start()
-            self._ops.start()
-            yield
-        finally:
-            self._stop()
-
-    def _stop(self) -> None:
-        """Remove every hook and mode; safe to call more than once."""
-        if self._source is not None:
-            self._source.stop()
-        if self._ops is not None:
-            self._ops.stop()
-        if self._modules is not None:
-            self._modules.stop()
-
-    @contextmanager
-    def untraced_backward(self) -> Iterator[None]:
-        """A backward pass before the traced one: its ops are that pass's backward, and what runs
-        after it belongs to the next pass."""
-        if self._ops is not None:
-            self._ops.phase = "backward"
-        try:
-            yield
-        finally:
-            if self._ops is not None:
-                self._ops.pass_ended()
-            if self._modules is not None:
-                self._modules.new_pass()
-
-    def backward_of(
-        self,
-        outputs: Mapping[str, torch.Tensor],
-        names: Mapping[str, torch.Tensor] | None = None,
-        inputs: list[torch.Tensor] | None = None,
-        returns: bool = False,
-    ) -> ContextManager:
-        """Record the backward pass run inside the block. ``inputs``: the tensors whose gradients
-        the call asks for (autograd.grad's, or backward's ``inputs=``), None for every leaf's;
-        ``returns``: the call returns them (autograd.grad) rather than filling in ``.grad``."""
-        if not self.enabled:
-            return nullcontext()
-        if self.backward_recording is not None:
-            raise RuntimeError("a tracer records one backward pass; this one already has")
-        return self._record_backward(outputs, names, inputs, returns)
-
-    @contextmanager
-    def _record_backward(self, outputs, names, inputs=None, returns=False) -> Iterator[BackwardRecording]:
-        module_of, modules = None, None
-        if self._modules is not None:
-            with tracer_at_work():  # the module walks call torch's Python: not the code's own
-                module_of = self._modules.module_names()
-                modules = self._modules.module_infos()
-                # A model's parameters by their names, unless the code names them.
-                names = {**self._modules.parameter_names(), **(names or {})}
-        self.device = next((str(t.device) for t in outputs.values()), None)
-        if self._ops is not None:
-            self._ops.phase = "backward"
-        try:
-            place_of = self._ops.node_places.place_of if self._ops else None
-            with record_backward(outputs, names, module_of, modules, place_of) as recording:
-                if inputs is not None:
-                    with tracer_at_work():
-                        recording.graph.inputs = input_node_ids(autograd_nodes(outputs), recording.graph, inputs)
-                        recording.graph.returns = returns
-                self.backward_recording = recording
-                yield recording
-        finally:
-            self._stop()
-
-    def trace(self, scenario: str, device: str | None = None, facts: Any = None) -> Trace:
-        """The finished trace of a run whose lesson returned ``facts``.
-
-        ``device`` defaults to where the traced backward's outputs lived.
-        """
-        if facts is None:
-            facts = {}
-        if dataclasses.is_dataclass(facts):
-            facts = dataclasses.asdict(facts)
-        recording = self.backward_recording
-        source = self._source
-        index = installed_index()
-        if recording:
-            for node in recording.graph.nodes:
-                node.derivative = node_derivative(node.name, index)
-        first_calls = self._ops.first_calls if self._ops else {}
-        return Trace(
-            scenario=scenario,
-            torch_version=torch.__version__,
-            device=device or self.device or "cpu",
-            graph=recording.graph if recording else None,
-            backward=recording.steps if recording else [],
-            ops=self._ops.calls if self._ops else [],
-            source=list(source.entries.values()) if source else [],
-            source_skipped=source.skipped if source else "the run was not recorded",
-            facts=facts,
-            torch_commit=torch_commit(),
-            kernels=describe_ops(first_calls, TRACES_DIR, index),
-            native_skipped=native_skipped(self.native, first_calls),
-        )
-
-
-def native_skipped(asked: bool, first_calls) -> str | None:
-    """Why the trace has no C++ frames, or None when it has them."""
-    if not asked:
-        return NATIVE_NOT_ASKED
-    problems = {call.problem for call in first_calls.values() if call.problem}
-    return "; ".join(sorted(problems)) or None
-
-
-# The tracer lessons get when nobody traces them. It is never enabled, so it never
-# holds any state.
-NO_TRACE = Tracer(enabled=False)
+        return Trace.saver(self, Path(directory), depth)
