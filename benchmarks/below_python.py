@@ -41,7 +41,7 @@ def build_parser() -> OptionParser:
 if __name__ == "__main__":
     build_parser().parse_args()  # a bad value: one line and status 2 now, not after seconds of imports
 
-from traces.saving import write_atomically  # noqa: E402
+from traces.basics.saving import write_atomically  # noqa: E402
 
 SCENARIO = [sys.executable, "scenarios/backward.py"]
 COMMANDS = {

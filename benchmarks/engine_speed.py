@@ -4,7 +4,7 @@
 
 Each model runs forward once per measurement (not timed) and then backward,
 timed, through torch's engine (``loss.backward()``) and through the mirror
-(``traces.engine.backward(loss)``); the figure is the median of ``--repeat``
+(``traces.mirror.engine.backward(loss)``); the figure is the median of ``--repeat``
 runs of each, and the ratio mirror / torch. Target (issue 20): at most 3x on
 resnet18, batch 8 of 64x64, CPU.
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from traces import engine
+from traces.mirror import engine
 
 MODELS = ("resnet18", "mobilenet_v3_small", "densenet121", "vit_b_16")
 

@@ -50,7 +50,7 @@ import torchvision  # noqa: E402
 from chromium import Chromium  # noqa: E402
 
 import traces  # noqa: E402
-from traces.page import to_html  # noqa: E402
+from traces.render.page import to_html  # noqa: E402
 
 TARGETS = {"densenet121 first paint (s)": 1.0, "densenet121 open a module (ms)": 100, "resnet18 file (MB)": 2.0}
 

@@ -55,7 +55,7 @@ from scenarios._ctrl_c import INTERRUPTED, hand_back  # noqa: E402
 from scenarios._fashion import STANDIN_FOLDER, ensure_standin  # noqa: E402
 from scenarios._record import quick_options, scenario_names  # noqa: E402
 from scenarios._runner import ScenarioParser, output_file, whole_number  # noqa: E402
-from traces.saving import write_atomically  # noqa: E402
+from traces.basics.saving import write_atomically  # noqa: E402
 
 PYTHON = sys.executable
 PROG = "benchmarks/run.py"

@@ -65,8 +65,8 @@ from rich.console import Console  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import traces  # noqa: E402
-from traces.saving import write_atomically  # noqa: E402
-from traces.json_file import trace_to_json  # noqa: E402
+from traces.basics.saving import write_atomically  # noqa: E402
+from traces.render.json_file import trace_to_json  # noqa: E402
 
 PYTHON = sys.executable
 # A link alone on its line (a path:line, possibly numbered, or a URL): never cut, so it stays a link.

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from scenarios._runner import ScenarioError, cannot_write_into, folder, nearest_existing
-from traces.saving import write_atomically
+from traces.basics.saving import write_atomically
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 

@@ -5,7 +5,7 @@
 The recorded traces let a reader look at a trace without running anything, and
 tests/test_recorded_traces.py reruns each scenario and compares. Each scenario
 runs in a scratch folder with relative paths for its data and model, so that
-no path of this machine ends up in a trace (traces/paths.py does the rest).
+no path of this machine ends up in a trace (traces/basics/paths.py does the rest).
 Each scenario's set of files is replaced whole, or not at all.
 """
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hand_back()  # from here on, Ctrl-C raises KeyboardInterrupt, caught below
         args = build_parser().parse_args(argv)
-        from traces.picture import NO_DOT, dot_available
+        from traces.render.picture import NO_DOT, dot_available
 
         if not dot_available():
             print(f"{PROG}: error: {NO_DOT}; the recorded traces need their pictures", file=sys.stderr)

@@ -261,15 +261,15 @@ def show_what_happened(name: str, facts, narrate, args: argparse.Namespace, trac
 
     trace = tracer.trace(name, args.device, facts)
     if args.trace:
-        from traces.terminal import render_trace
+        from traces.render.terminal import render_trace
 
         console.print()
         render_trace(trace, console)
         if show_trace is not None:
             show_trace(facts, console)
     if args.save_trace:
-        from traces.files import save_trace
-        from traces.terminal import print_saved
+        from traces.render.files import save_trace
+        from traces.render.terminal import print_saved
 
         written, notes = save_trace(trace, args.save_trace)
         print_saved(console, written)

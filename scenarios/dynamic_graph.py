@@ -35,7 +35,7 @@ from torch import nn
 
 from scenarios._runner import run_scenario
 from traces import NO_TRACE, AutogradGraph, Tracer, record_backward
-from traces.graph import autograd_nodes
+from traces.data.graph import autograd_nodes
 
 INPUT_A = [1.0, -2.0, 3.0]  # sum(x * weight) = 6 > 0: relu; max |x| = 3: three turns of the loop
 INPUT_B = [-2.0, 1.0, -1.0]  # sum(x * weight) = -3.5: negate; max |x| = 2: two turns
@@ -340,7 +340,7 @@ def show_captures(facts: DynamicGraphFacts, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from traces.terminal import graph_tree
+    from traces.render.terminal import graph_tree
 
     graphs = Table(title="Eager: one graph per forward (after backward: saved tensors freed)", title_justify="left")
     for label, run in (("A", facts.eager_a), ("B", facts.eager_b)):

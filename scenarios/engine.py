@@ -1,4 +1,4 @@
-"""How the autograd engine runs backward, stepped through in Python (traces/engine.py).
+"""How the autograd engine runs backward, stepped through in Python (traces/mirror/engine.py).
 
 The note's graph again: a = w + x, b = w + 1, y = a * b with w = 1, x = 2.
 ``engine.backward(y)`` does what ``y.backward()`` does, in torch's own order on
@@ -22,7 +22,7 @@ torch's own nodes, but in Python:
 narrative shows equal to the Python engine's.
 
 In the debugger: put a breakpoint on `engine.backward(y)` in `engine_run` below
-and press F11: you land in traces/engine.py `backward`. F11 on through
+and press F11: you land in traces/mirror/engine.py `backward`. F11 on through
 `run_backward`, `execute` and `thread_main` into `evaluate_function`: each call is
 one node, with `name`, `grads_arriving`, `formula`, `queue_now` and, after
 `call_function`, `grads_leaving` in the Variables pane. A breakpoint condition
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import torch
 
 from scenarios._runner import run_scenario
-from traces import NO_TRACE, Tracer, engine
+from traces import NO_TRACE, Tracer
+from traces.mirror import engine
 
 
 @dataclass
@@ -75,7 +76,7 @@ def engine_run(device: str = "cpu", tracer: Tracer = NO_TRACE) -> EngineFacts:
 
     steps = []
     with engine.watching(steps.append):
-        engine.backward(y)  # F11 here: into traces/engine.py
+        engine.backward(y)  # F11 here: into traces/mirror/engine.py
     order = [names[step.node] for step in steps]
     arrivals_at_w = [step.grads_leaving[0].item() for step in steps if names[step.node] in ("a", "b")]
 

@@ -50,7 +50,7 @@ from scenarios._fashion import (
 )
 from scenarios._runner import output_file, positive_number, run_scenario, whole_number
 from traces import NO_TRACE, Tracer
-from traces.saving import replacing, write_failure
+from traces.basics.saving import replacing, write_failure
 
 classes = CLASSES  # the tutorial's name for the class names
 MAX_THREADS = 1024
@@ -135,7 +135,7 @@ def save_model(model: nn.Module, path: Path) -> BinaryIO:
 
     It goes to a temporary file in the same folder, then os.replace puts it in
     place in one step: a save that fails or is interrupted leaves an earlier file
-    intact, and no temporary file (traces/saving.py). Reading the returned file
+    intact, and no temporary file (traces/basics/saving.py). Reading the returned file
     gives exactly what was saved, even if another run replaces ``path`` meanwhile.
     """
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from traces import Tracer
-from traces.graph import autograd_nodes
+from traces.data.graph import autograd_nodes
 
 
 def reachable_nodes(outputs) -> list:
@@ -39,7 +39,7 @@ class EngineOrderWitness(Tracer):
 
     @contextmanager
     def _witnessed(self, outputs, names):
-        # The trace names node i of traces.graph.autograd_nodes "n{i}": the same names here.
+        # The trace names node i of traces.data.graph.autograd_nodes "n{i}": the same names here.
         node_id = {id(fn): f"n{index}" for index, fn in enumerate(autograd_nodes(outputs))}
         handles = []
         for fn in reachable_nodes(outputs):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import traces.saving
+import traces.basics.saving
 
 
 @contextlib.contextmanager
@@ -76,15 +76,15 @@ def fail_mid_file(monkeypatch, room: int, error: BaseException, name_ends: str =
     """Make the temporary file of every save whose target name ends with ``name_ends`` fail after ``room`` bytes.
 
     The failure is put at the lowest level the project writes through: the file
-    object that traces.saving opens for each save.
+    object that traces.basics.saving opens for each save.
     """
-    real = traces.saving.locked_temporary
+    real = traces.basics.saving.locked_temporary
 
     def failing(path: Path):
         name, file = real(path)
         return (name, FailsMidFile(file, room, error)) if path.name.endswith(name_ends) else (name, file)
 
-    monkeypatch.setattr(traces.saving, "locked_temporary", failing)
+    monkeypatch.setattr(traces.basics.saving, "locked_temporary", failing)
 
 
 DISK_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -8,8 +8,8 @@ import torch
 from scenarios.backward import backward_pass
 from scenarios.training_step import training_step
 from traces import Tracer
-from traces.json_file import trace_to_dict
-from traces.trace import NATIVE_NOT_ASKED, SCHEMA_VERSION
+from traces.render.json_file import trace_to_dict
+from traces.data.trace import NATIVE_NOT_ASKED, SCHEMA_VERSION
 
 COMMIT = torch.version.git_version
 
@@ -165,7 +165,7 @@ def test_the_models_nodes_carry_their_formulas(model_trace, name, op):
 def rendered(trace) -> str:
     from rich.console import Console
 
-    from traces.terminal import render_trace
+    from traces.render.terminal import render_trace
 
     console = Console(record=True, width=200)  # wide enough that no table cell wraps
     render_trace(trace, console)

@@ -83,9 +83,9 @@ IN_PROCESS_KEYS = ("plain_s", "traced_s", "ratio", "mode_only_s", "mode_only_rat
 READABILITY_KEYS = ("nodes", "lines_80", "lines_120", "too_wide_80", "too_wide_120", "render_80_s", "render_120_s", "json_kib")
 
 
-# --- traces/compare.py reads a saved trace as untrusted input -------------------------
+# --- traces/render/compare.py reads a saved trace as untrusted input -------------------------
 
-from traces.compare import InvalidTrace, check_trace, differences, op_runs, stable_view  # noqa: E402
+from traces.render.compare import InvalidTrace, check_trace, differences, op_runs, stable_view  # noqa: E402
 
 TRACE = {"schema_version": 6, "scenario": "t", "graph": None, "backward": [], "facts": {}, "ops": []}
 

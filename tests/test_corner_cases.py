@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import traces
-from traces.graph import SavedValue
-from traces.terminal import saved_text
+from traces.data.graph import SavedValue
+from traces.render.terminal import saved_text
 
 
 def shown(trace, *views: str) -> str:
@@ -163,7 +163,7 @@ def test_a_sparse_gradient_is_shown_as_sparse():
 def test_quantized_tensors_are_summarised_and_saved(tmp_path):
     with pytest.warns(UserWarning, match="deprecated"):
         quantized = torch.quantize_per_tensor(torch.tensor([0.5, 1.0]), 0.1, 0, torch.qint8)
-    from traces.tensors import summarize
+    from traces.data.tensors import summarize
 
     summary = summarize(quantized)
     assert (summary.dtype, summary.values, summary.quantized) == (
@@ -195,7 +195,7 @@ def test_an_edge_shows_the_gradient_that_arrived_after_a_hook_and_what_was_sent(
     step = next(step for step in trace.backward if step.name == "AccumulateGrad")
     assert (step.arriving[0].values, step.before_hooks[0].values) == (300.0, 3.0)
     assert "grad 300 (a tensor hook changed it from 3) → w = 1" in shown(trace, "graph")
-    from traces.mermaid import to_mermaid
+    from traces.render.mermaid import to_mermaid
 
     assert '-->|"grad 300 (hook changed it from 3)"|' in to_mermaid(trace)
 

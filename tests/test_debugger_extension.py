@@ -1,5 +1,5 @@
 """The debugger extension's parts, without a debugger: the one-line description of a
-tensor (traces/tensors.py), saved values read without hooks (traces/graph.py), what
+tensor (traces/data/tensors.py), saved values read without hooks (traces/data/graph.py), what
 a tensor or node expands to, and which frames stepping skips.
 
 test_debug_session.py proves the same through the real debugpy adapter.
@@ -15,9 +15,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pydevd_plugins.extensions import stepthrough_session, stepthrough_variables
 from pydevd_plugins.extensions.stepthrough_variables import Note
-from traces.graph import FREED, PACKED, saved_for_backward
-from traces.tensors import LINE_VALUES, describe
-from traces.tracer import Tracer
+from traces.data.graph import FREED, PACKED, saved_for_backward
+from traces.data.tensors import LINE_VALUES, describe
+from traces.recorders.tracer import Tracer
 
 
 class RecordOps(TorchDispatchMode):
@@ -319,7 +319,7 @@ def test_what_a_tracer_function_that_passes_the_call_on_calls_is_the_programs():
 
 
 def test_the_backward_watch_names_the_functions_that_pass_the_call_on():
-    from traces import any_code
+    from traces.recorders import any_code
 
     names = {code.co_name for code in any_code.BackwardWatch._wrap.__code__.co_consts if hasattr(code, "co_name")}
     assert set(any_code.PASSES_CALLS_ON) == {"wrapper", "_record"} and "wrapper" in names

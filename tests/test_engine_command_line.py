@@ -1,4 +1,4 @@
-"""python -m traces --engine python SCRIPT: the script's backward passes run in traces/engine.py."""
+"""python -m traces --engine python SCRIPT: the script's backward passes run in traces/mirror/engine.py."""
 
 import re
 import textwrap
@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from traces import engine
+from traces.mirror import engine
 from traces.__main__ import main
 
 SCRIPT = """
@@ -33,7 +33,7 @@ def test_engine_python_runs_the_scripts_backward_in_the_mirror_with_torchs_numbe
     torch_out = run(tmp_path, capsys)
     python_out = run(tmp_path, capsys, "--engine", "python")
     assert "backward by torch.autograd grad by torch.autograd" in torch_out
-    assert "backward by traces.engine grad by traces.engine" in python_out
+    assert "backward by traces.mirror.engine grad by traces.mirror.engine" in python_out
     numbers = [line for line in torch_out.splitlines() if line.startswith("bias grad")]
     assert numbers and numbers == [line for line in python_out.splitlines() if line.startswith("bias grad")]
     assert (torch.autograd.backward, torch.autograd.grad) == originals  # put back afterwards
@@ -83,10 +83,10 @@ def test_the_debugger_extension_steps_into_the_engine_but_past_the_rest_of_trace
     stepthrough_session.step_past_tracer(dont_trace, per_frame=False)
     hook = dont_trace.should_trace_hook
     assert hook(engine.evaluate_function.__code__, engine.__file__) is True
-    from traces.node_hooks import register_node_hooks  # what the recorder calls: stepped past
+    from traces.recorders.node_hooks import register_node_hooks  # what the recorder calls: stepped past
 
     assert hook(register_node_hooks.__code__, register_node_hooks.__code__.co_filename) is False
-    from traces import backward as backward_recorder
+    from traces.recorders import backward as backward_recorder
 
     function = backward_recorder.changed_in_one  # a plain function of the backward recorder
     assert hook(function.__code__, function.__code__.co_filename) is False

@@ -1,5 +1,5 @@
 """End to end, with the real debugpy adapter (dap_client.py): F11 from backward lands in
-traces/engine.py, and a conditional breakpoint there stops at one node with its locals."""
+traces/mirror/engine.py, and a conditional breakpoint there stops at one node with its locals."""
 
 import inspect
 from pathlib import Path
@@ -10,7 +10,7 @@ from test_debug_session import line_calling
 from vscode_files import scenario_configuration, substitute
 
 import scenarios.engine
-from traces import engine
+from traces.mirror import engine
 
 ENGINE_FILE = Path(engine.__file__).resolve()
 

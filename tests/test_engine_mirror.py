@@ -1,4 +1,4 @@
-"""The Python engine (traces/engine.py) against torch's C++ engine.
+"""The Python engine (traces/mirror/engine.py) against torch's C++ engine.
 
 Each case builds the same computation twice from the same seed: once for
 torch's engine, once for the mirror. Every leaf's ``.grad`` (and whatever the
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from traces import engine
+from traces.mirror import engine
 
 
 class TorchEngine:

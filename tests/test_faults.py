@@ -27,7 +27,7 @@ from faults import DISK_FULL, fail_mid_file, files_in, small_disk, unwritable
 from scenarios._fashion import FILES, STANDIN_FOLDER, NeuralNetwork
 from scenarios._runner import run_scenario
 from scenarios.quickstart import quickstart, save_model
-from traces.picture import dot_available
+from traces.render.picture import dot_available
 
 INTERRUPTED_LINE = "interrupted (Ctrl-C); no file was left half-written"
 
@@ -103,7 +103,7 @@ def test_a_trace_set_is_written_all_or_nothing(tmp_path, capsys):
 
 def test_without_dot_an_older_picture_is_removed_not_left_beside_a_newer_trace(tmp_path, monkeypatch, capsys):
     (tmp_path / "backward.svg").write_text("a picture of an earlier run")
-    monkeypatch.setattr("traces.picture.shutil.which", lambda name: None)
+    monkeypatch.setattr("traces.render.picture.shutil.which", lambda name: None)
     assert scenario_module("backward").main(["--save-trace", str(tmp_path)]) == 0
     assert files_in(tmp_path) == ["backward.html", "backward.json", "backward.mmd"]
     assert f"Removed the older {tmp_path / 'backward.svg'}: it showed an earlier run" in capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_without_dot_an_older_picture_is_removed_not_left_beside_a_newer_trace(t
 STARTS_A_SAVE = """
 import sys, time
 from pathlib import Path
-from traces.saving import PendingFile
+from traces.basics.saving import PendingFile
 pending = PendingFile(Path(sys.argv[1]))
 pending.file.write(b"half a model")
 pending.file.flush()
@@ -123,7 +123,7 @@ time.sleep(120)
 
 
 def test_leftovers_of_killed_saves_are_removed_but_not_a_running_saves_file(tmp_path):
-    from traces.saving import PendingFile
+    from traces.basics.saving import PendingFile
 
     model = tmp_path / "model.pth"
     killed = start_script("-c", STARTS_A_SAVE, str(model))
@@ -346,7 +346,7 @@ SAVES_AND_RELOADS = """
 import sys
 import torch
 from scenarios._fashion import NeuralNetwork
-from traces.saving import replacing
+from traces.basics.saving import replacing
 torch.manual_seed(int(sys.argv[2]))
 state = NeuralNetwork().state_dict()
 print("ready", flush=True)
@@ -465,7 +465,7 @@ def json_strings(value):
 
 
 def test_a_saved_trace_names_no_path_of_this_machine_and_the_terminal_keeps_clickable_ones(tmp_path, capsys):
-    from traces.places import shown_path
+    from traces.basics.places import shown_path
 
     assert scenario_module("backward").main(["--trace", "--save-trace", str(tmp_path)]) == 0
     torch_folder = os.path.dirname(torch.__file__)
@@ -481,7 +481,7 @@ def test_a_saved_trace_names_no_path_of_this_machine_and_the_terminal_keeps_clic
 
 
 def test_portable_paths(tmp_path, monkeypatch):
-    from traces.paths import portable_path
+    from traces.basics.paths import portable_path
 
     torch_folder = os.path.dirname(torch.__file__)
     assert portable_path(os.path.join(torch_folder, "autograd", "__init__.py")) == "torch/autograd/__init__.py"

@@ -1,4 +1,4 @@
-"""Into the C++ with gdb: python -m traces.below.gdb stops in the kernel of an op a scenario runs."""
+"""Into the C++ with gdb: python -m traces.gdb stops in the kernel of an op a scenario runs."""
 
 import functools
 import re
@@ -97,12 +97,12 @@ def test_a_bad_request_is_one_line_and_exit_2(argv, message, capsys, monkeypatch
 def test_without_gdb_it_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setattr(gdb.shutil, "which", lambda name: None)
     assert gdb.main(["--op", "aten::mul.Tensor", "scenarios/backward.py"]) == 1
-    assert capsys.readouterr().err == "python -m traces.below.gdb: error: gdb is not installed (apt-get install gdb)\n"
+    assert capsys.readouterr().err == "python -m traces.gdb: error: gdb is not installed (apt-get install gdb)\n"
 
 
 def test_gdb_stops_in_the_mul_kernel_of_the_backward_scenario_called_from_python(working_gdb):
     result = subprocess.run(
-        [sys.executable, "-m", "traces.below.gdb", "--batch", "--op", "aten::mul.Tensor", "scenarios/backward.py"],
+        [sys.executable, "-m", "traces.gdb", "--batch", "--op", "aten::mul.Tensor", "scenarios/backward.py"],
         cwd=ROOT, capture_output=True, text=True, timeout=GDB_TIMEOUT,
     )  # fmt: skip
     out = result.stdout

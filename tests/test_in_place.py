@@ -13,7 +13,7 @@ from scenarios.in_place import (
     in_place,
 )
 from traces import Tracer
-from traces.terminal import graph_tree
+from traces.render.terminal import graph_tree
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def interrupted_while_starting(argv: list[str], marker: str, cwd) -> tuple[int, 
     "argv, marker, prog",
     [
         (["-m", "traces", "script.py"], "traces._starting", "python -m traces"),
-        (["-m", "traces.below.gdb", "--break", "f", "script.py"], "traces._starting", "python -m traces.below.gdb"),
+        (["-m", "traces.gdb", "--break", "f", "script.py"], "traces._starting", "python -m traces.gdb"),
         (["benchmarks/run.py", "--quick"], "scenarios._ctrl_c", "benchmarks/run.py"),
     ],
 )

@@ -19,12 +19,12 @@ from pydevd_plugins.extensions.stepthrough_variables import tensor_children
 from scenarios.backward import backward_pass
 from traces import Tracer, walk_graph
 from traces.below.nodes import CPP_NODES
-from traces.compare import RELATIVE_TOLERANCE, differences, stable_view
-from traces.saving import replacing
-from traces.paths import is_under
-from traces.tensors import describe
-from traces.terminal import graph_tree
-from traces.trace import SCHEMA_VERSION
+from traces.render.compare import RELATIVE_TOLERANCE, differences, stable_view
+from traces.basics.saving import replacing
+from traces.basics.paths import is_under
+from traces.data.tensors import describe
+from traces.render.terminal import graph_tree
+from traces.data.trace import SCHEMA_VERSION
 
 # -- what AccumulateGrad does ------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def test_the_variables_pane_says_a_non_leaf_that_needs_no_grad_is_a_leaf():
 
 
 def test_python_m_traces_says_in_one_line_when_the_trace_cannot_be_saved(tmp_path, monkeypatch, capsys):
-    import traces.files
+    import traces.render.files
     from traces.__main__ import main
 
     script = tmp_path / "note.py"
@@ -133,7 +133,7 @@ def test_python_m_traces_says_in_one_line_when_the_trace_cannot_be_saved(tmp_pat
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(traces.files, "save_trace", disk_full)
+    monkeypatch.setattr(traces.render.files, "save_trace", disk_full)
     out_dir = tmp_path / "out"
     assert main(["--save-trace", str(out_dir), "--views", "graph", str(script)]) == 1
     err_lines = capsys.readouterr().err.strip().splitlines()

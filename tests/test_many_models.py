@@ -19,8 +19,8 @@ from torch.utils.checkpoint import checkpoint_sequential
 
 import traces
 from traces.__main__ import main
-from traces.json_file import trace_to_dict
-from traces.places import TRACES_DIR
+from traces.render.json_file import trace_to_dict
+from traces.basics.places import TRACES_DIR
 
 
 def shown(trace, depth: int | None = None, views=("graph", "backward")) -> str:

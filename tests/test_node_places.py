@@ -11,9 +11,9 @@ from rich.console import Console
 from torch import nn
 
 import traces
-from traces.picture import dot_available, to_svg
-from traces.paths import portable_path
-from traces.places import shown_path
+from traces.render.picture import dot_available, to_svg
+from traces.basics.paths import portable_path
+from traces.basics.places import shown_path
 
 THIS_FILE = __file__
 

@@ -1,4 +1,4 @@
-"""The trace as a page (traces/page.py, traces/page.js): self-contained, read in a real
+"""The trace as a page (traces/render/page.py, traces/render/page.js): self-contained, read in a real
 headless Chromium (tests/chromium.py), one browser for the whole module."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from conftest import ROOT, recorded_traces, scenario_module
 
 import traces
 from scenarios._record import RECORDED
-from traces.grouping import display_groups
-from traces.json_file import trace_to_dict
-from traces.page import page_data, relative_link, to_html
+from traces.render.grouping import display_groups
+from traces.render.json_file import trace_to_dict
+from traces.render.page import page_data, relative_link, to_html
 
 DATA = re.compile(r'<script type="application/json" id="trace-data">(.*?)</script>', re.S)
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")

@@ -14,11 +14,11 @@ from torch import nn
 
 import traces
 from traces.__main__ import main
-from traces.grouping import display_groups
-from traces.json_file import trace_to_dict
-from traces.source import SourceEntry
-from traces.terminal import render_source
-from traces.trace import Trace
+from traces.render.grouping import display_groups
+from traces.render.json_file import trace_to_dict
+from traces.recorders.source import SourceEntry
+from traces.render.terminal import render_source
+from traces.data.trace import Trace
 
 # A number as the views print it (not a node number "#3", which only the list layout has).
 NUMBER = re.compile(r"(?<![#\w.])-?\d+(?:\.\d+)?(?:e[-+]\d+)?(?![\w.])")
@@ -168,7 +168,7 @@ def test_the_grouped_view_names_each_modules_parameters_with_their_gradient_norm
 
 
 def test_an_unknown_focus_is_one_line_with_the_closest_names(resnet):  # noqa: F811
-    from traces.focus import UnknownFocus
+    from traces.render.focus import UnknownFocus
 
     with pytest.raises(UnknownFocus, match=r"'layer1\.0\.conv1\.wieght' is not in the trace; did you mean layer1\.0\.conv1\.weight"):
         shown(resnet[0], 80, focus="layer1.0.conv1.wieght")
@@ -208,7 +208,7 @@ def test_an_unknown_focus_exits_2_after_the_script_and_still_saves(tmp_path, cap
 
 
 def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown():
-    from traces.terminal import duration_text
+    from traces.render.terminal import duration_text
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
@@ -239,7 +239,7 @@ def test_each_backward_step_has_its_time_in_the_json_and_the_slowest_are_shown()
 
 
 def test_the_slowest_modules_are_summed_over_their_nodes(resnet):  # noqa: F811
-    from traces.terminal import duration_text
+    from traces.render.terminal import duration_text
 
     trace = resnet[0]
     text = shown(trace, 80, views=("backward",))

@@ -15,9 +15,9 @@ from conftest import recorded_traces, scenario_module, scenario_names, trace_nam
 from scenarios._record import DATA_SCENARIOS, RECORDED, record_argv
 from scenarios.backward import backward_pass
 from traces import Tracer
-from traces.compare import differences, order_violations, stable_view
-from traces.json_file import trace_to_dict
-from traces.trace import SCHEMA_VERSION
+from traces.render.compare import differences, order_violations, stable_view
+from traces.render.json_file import trace_to_dict
+from traces.data.trace import SCHEMA_VERSION
 
 SCENARIOS = scenario_names()
 

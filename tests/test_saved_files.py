@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import traces
-from traces.compare import differences, number, stable_view
-from traces.files import save_trace
-from traces.picture import dot_available
+from traces.render.compare import differences, number, stable_view
+from traces.render.files import save_trace
+from traces.render.picture import dot_available
 
 MODEL_CODE = '''
 import torch

@@ -8,8 +8,8 @@ from rich.console import Console
 from pydevd_plugins.extensions.stepthrough_variables import node_children
 from scenarios.saved_tensors import OUTPUT_PART, VERSION_ERROR, saved_tensors
 from traces import Tracer
-from traces.tensors import describe
-from traces.terminal import graph_tree
+from traces.data.tensors import describe
+from traces.render.terminal import graph_tree
 
 VERSION_END = "[torch.FloatTensor [3]] is at version 1; expected version 0 instead."
 

@@ -11,8 +11,8 @@ import torchvision
 from rich.console import Console
 
 import traces
-from traces.picture import dot_available, to_svg
-from traces.terminal import graph_tree
+from traces.render.picture import dot_available, to_svg
+from traces.render.terminal import graph_tree
 
 LINE_LIMITS = {"resnet18": 400, "densenet121": 600}
 # A link alone on its line (a path:line, possibly numbered, or a URL): never cut, so it stays a link.
@@ -51,7 +51,7 @@ def shown(trace, width: int, **options) -> str:
 
 
 def next_functions_walk(loss):
-    """Nodes and edges by PyTorch's own links, walked here independently of traces.graph."""
+    """Nodes and edges by PyTorch's own links, walked here independently of traces.data.graph."""
     nodes, edges, stack = {}, 0, [loss.grad_fn]
     while stack:
         fn = stack.pop()

@@ -20,9 +20,9 @@ import torch
 
 import traces
 from conftest import ROOT, recorded_traces
-from traces import saving
-from traces.files import TRACE_SET, save_trace, set_problems
-from traces.saving import WriteFailed, write_set
+from traces.basics import saving
+from traces.render.files import TRACE_SET, save_trace, set_problems
+from traces.basics.saving import WriteFailed, write_set
 
 
 def small_trace(value: float):

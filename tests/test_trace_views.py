@@ -11,12 +11,12 @@ from torch import nn
 
 from scenarios.backward import backward_pass
 from traces import Tracer
-from traces.files import save_trace
-from traces.mermaid import to_mermaid
-from traces.ops import fold_calls
-from traces.picture import NO_DOT, dot_available, to_svg
-from traces.source import SourceRecorder, debugger_active
-from traces.terminal import render_ops
+from traces.render.files import save_trace
+from traces.render.mermaid import to_mermaid
+from traces.recorders.ops import fold_calls
+from traces.render.picture import NO_DOT, dot_available, to_svg
+from traces.recorders.source import SourceRecorder, debugger_active
+from traces.render.terminal import render_ops
 
 needs_free_tracing = pytest.mark.skipif(debugger_active(), reason="a debugger owns tracing in this run")
 
@@ -243,7 +243,7 @@ def test_svg_picture_has_names_values_and_gradients(trace):
 
 
 def test_save_trace_without_dot_writes_json_and_mermaid_and_says_why(trace, tmp_path, monkeypatch):
-    monkeypatch.setattr("traces.picture.shutil.which", lambda name: None)
+    monkeypatch.setattr("traces.render.picture.shutil.which", lambda name: None)
     written, notes = save_trace(trace, tmp_path)
     assert [path.name for path in written] == ["backward.json", "backward.mmd", "backward.html"]
     assert notes == [NO_DOT]

@@ -7,9 +7,9 @@ import torch
 
 from scenarios.backward import backward_pass
 from traces import Tracer, record_backward, walk_graph
-from traces.files import save_trace
-from traces.json_file import trace_to_dict
-from traces.trace import SCHEMA_VERSION
+from traces.render.files import save_trace
+from traces.render.json_file import trace_to_dict
+from traces.data.trace import SCHEMA_VERSION
 
 
 def note_graph():
@@ -163,8 +163,8 @@ def test_large_gradients_are_summarised_by_norm():
 
 
 def test_a_saved_value_freed_before_the_walk_shows_only_its_name():
-    from traces.graph import SavedValue
-    from traces.terminal import saved_text
+    from traces.data.graph import SavedValue
+    from traces.render.terminal import saved_text
 
     assert saved_text(SavedValue("other", freed=True)) == "other (freed)"
     assert saved_text(SavedValue("self", shape=[2], dtype="float32", freed=True)) == "self float32[2] (freed)"
@@ -172,7 +172,7 @@ def test_a_saved_value_freed_before_the_walk_shows_only_its_name():
 
 
 def test_atomic_writes_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
-    from traces.saving import current_umask, write_atomically
+    from traces.basics.saving import current_umask, write_atomically
 
     path = write_atomically(tmp_path / "out.json", "{}\n")
     assert path.read_text() == "{}\n"

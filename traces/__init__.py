@@ -9,33 +9,42 @@ For any code::
         loss.backward()
     trace.show()
 
-or, for a whole script, ``python -m traces script.py``. Recording lives in
-``graph``, ``backward``, ``ops``, ``source``, ``modules``, ``trace`` and
-``record``; the renderers (``terminal``, ``json_file``, ``mermaid``,
-``picture``, ``page``) only read a finished ``Trace`` and are imported only by
-whoever renders.
+or, for a whole script, ``python -m traces script.py``.
+
+The package is built in floors; a module imports only from its own floor or the
+floors below (tests/test_floors.py checks it):
+
+- ``traces.render``: what reads a finished ``Trace`` and shows or saves it (terminal,
+  JSON, Mermaid, SVG, the HTML page, the set of files); imported only by whoever renders
+- ``traces.recorders``: what watches a run and fills in a ``Trace``; beside it,
+  ``traces.mirror``: the autograd engine in readable Python
+- ``traces.data``: the plain data of a run (tensor and node descriptions, the ``Trace``)
+- ``traces.below``: what torch says about itself below Python, read from the wheel
+- ``traces.basics``: where things are, and saving bytes whole
+
+This module, ``__main__`` and ``_starting`` are the face on top.
 """
 
 import traces._starting  # noqa: F401  isort: skip (first: Ctrl-C while `python -m traces` loads torch is one line)
-from traces.backward import BackwardRecording, BackwardStep, record_backward
-from traces.graph import AutogradGraph, AutogradNode, Edge, walk_graph
-from traces.any_code import record
-from traces.trace import Trace
-from traces.tracer import NO_TRACE, Tracer
+from traces.recorders.backward import BackwardRecording, BackwardStep, record_backward
+from traces.data.graph import AutogradGraph, AutogradNode, Edge, walk_graph
+from traces.recorders.any_code import record
+from traces.data.trace import Trace
+from traces.recorders.tracer import NO_TRACE, Tracer
 
 
-# The face plugs the renderers into the plain data (traces/trace.py cannot import them: they sit
+# The face plugs the renderers into the plain data (traces/data/trace.py cannot import them: they sit
 # floors above it). Each loads its renderer on first use, so recording alone never imports one.
 def _print_trace(trace, console, views, depth, focus) -> None:
     from rich.console import Console
 
-    from traces.terminal import render_trace
+    from traces.render.terminal import render_trace
 
     render_trace(trace, console or Console(), views=views, depth=depth, focus=focus)
 
 
 def _save_trace(trace, directory, depth):
-    from traces.files import save_trace
+    from traces.render.files import save_trace
 
     written, _notes = save_trace(trace, directory, depth)
     return written

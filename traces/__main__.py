@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from traces._starting import INTERRUPTED, hand_back
-from traces.trace import VIEWS
+from traces.data.trace import VIEWS
 
 DEFAULT_VIEWS = ",".join(VIEWS)
 PROG = "python -m traces"
@@ -134,7 +134,7 @@ def build_parser() -> Parser:
         choices=("torch", "python"),
         default="torch",
         help="which autograd engine runs SCRIPT's backward passes: torch's C++ one (default) or the Python "
-        "mirror in traces/engine.py, which a debugger can step through node by node",
+        "mirror in traces/mirror/engine.py, which a debugger can step through node by node",
     )
     parser.add_argument(
         "--focus",
@@ -205,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
 
     script_file = os.path.realpath(script)
     args.page_folder = Path.cwd()  # where --html writes: the script may change the current folder
-    from traces.any_code import BackwardWatch, watching
-    from traces.places import paths_from
-    from traces.tracer import Tracer
+    from traces.recorders.any_code import BackwardWatch, watching
+    from traces.basics.places import paths_from
+    from traces.recorders.tracer import Tracer
 
     tracer = Tracer(native=args.native)
     watch = BackwardWatch(tracer, args.backward)
-    from traces.engine import installed
+    from traces.mirror.engine import installed
 
     engine = installed() if args.engine == "python" else contextlib.nullcontext()
     hand_back()  # the script meets Ctrl-C as it would under python SCRIPT
@@ -315,13 +315,13 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     """Print the views and save the files; a failed save is one line on stderr and status 1."""
     from rich.console import Console
 
-    from traces.focus import UnknownFocus
+    from traces.render.focus import UnknownFocus
 
     console = Console(highlight=False)
     unknown = None
     try:
         if args.focus is not None and trace.graph is not None:
-            from traces.focus import focused_nodes
+            from traces.render.focus import focused_nodes
 
             focused_nodes(trace.graph, args.focus)
         console.print()
@@ -332,14 +332,14 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
     if note and unknown is None:
         console.print(note, markup=False)
     if args.save_trace is not None:
-        from traces.files import save_trace
+        from traces.render.files import save_trace
 
         try:
             written, notes = save_trace(trace, args.save_trace, args.depth)
         except OSError as error:
             print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
             return status or 1
-        from traces.terminal import print_saved
+        from traces.render.terminal import print_saved
 
         print_saved(console, written)
         for note in notes:
@@ -360,8 +360,8 @@ def save_page(trace, args: argparse.Namespace, console) -> Path | None:
     """The page of the trace, written for --html or --open (--save-trace has written it already)."""
     if args.save_trace is not None:
         return args.save_trace / f"{trace.scenario}.html"
-    from traces.saving import write_atomically
-    from traces.page import to_html
+    from traces.basics.saving import write_atomically
+    from traces.render.page import to_html
 
     page = args.page_folder / f"{trace.scenario}.html"
     try:

@@ -1,4 +1,4 @@
-"""Ctrl-C while ``python -m traces`` (or ``python -m traces.below.gdb``) is still starting: one line, status 130.
+"""Ctrl-C while ``python -m traces`` (or ``python -m traces.gdb``) is still starting: one line, status 130.
 
 ``python -m traces`` imports this package, and torch with it, before its own
 ``__main__`` runs: seconds in which Ctrl-C would print the traceback of an
@@ -20,12 +20,12 @@ INTERRUPTED = 130  # the shell's status for a program ended by Ctrl-C (128 + SIG
 
 
 def command() -> str | None:
-    """``python -m traces`` (or ``python -m traces.below.gdb``) while Python runs that command, else None."""
+    """``python -m traces`` (or ``python -m traces.gdb``) while Python runs that command, else None."""
     argv = getattr(sys, "orig_argv", [])
     if "-m" not in argv[1:-1] or sys.argv[:1] not in (["-m"], []):  # runpy sets argv[0] once the package is in
         return None
     module = argv[argv.index("-m", 1) + 1]
-    return f"python -m {module}" if module in ("traces", "traces.below.gdb") else None
+    return f"python -m {module}" if module in ("traces", "traces.gdb") else None
 
 
 def exit_at_once(signum, frame) -> None:

@@ -37,9 +37,9 @@ KEEP_NAGLE_VARIABLE = "STEPTHROUGH_KEEP_NAGLE"
 # project's traces/ for an editable install).
 _INSTALLED_IN = Path(__file__).parents[2]
 TRACES_DIRS = tuple({str(root / "traces") + os.sep for root in (_INSTALLED_IN, _INSTALLED_IN.resolve())})
-# The one file of traces/ written to be stepped through, not machinery: the autograd
+# The one file of traces/ written to be stepped through (traces/mirror/engine.py), not machinery: the autograd
 # engine in Python (F11 from engine.backward(...) or, under --engine python, loss.backward()).
-STEPPED_THROUGH = tuple(folder + "engine.py" for folder in TRACES_DIRS)
+STEPPED_THROUGH = tuple(os.path.join(folder + "mirror", "engine.py") for folder in TRACES_DIRS)
 # The function torch's dispatcher calls to find how a dispatch mode handles an operator.
 DISPATCH_RULE_LOOKUP = ("find_torch_dispatch_rule", os.path.join("torch", "_library", "simple_registry.py"))
 

@@ -10,7 +10,7 @@ The library is loaded privately. This extension runs inside every debugged
 program, and ``traces`` is a name a program may well have for a module of its
 own (a ``traces.py`` beside the script). Importing ``traces`` here would run that
 file, or later hand the program our package in place of its own. So ``library``
-loads the two modules the pane needs, traces/tensors.py and traces/graph.py,
+loads the two modules the pane needs, traces/data/tensors.py and traces/data/graph.py,
 straight from the folder next to this extension, as ``_stepthrough_traces.tensors``
 and ``_stepthrough_traces.graph`` under a package made here (the library's
 ``__init__`` and its recorders are not run). Both modules import each other
@@ -47,13 +47,13 @@ PAGE = 100
 LOOKED_AT = 100
 
 # The private name of the project's tracing library inside the debugged process, and its folder
-# (site-packages/traces next to site-packages/pydevd_plugins, or the project's traces/).
+# (traces/data/ in site-packages/traces next to site-packages/pydevd_plugins, or in the project's traces/).
 PRIVATE_PACKAGE = "_stepthrough_traces"
-LIBRARY_DIR = Path(__file__).resolve().parents[2] / "traces"
+LIBRARY_DIR = Path(__file__).resolve().parents[2] / "traces" / "data"
 
 
 def library(name: str):
-    """The project's ``traces/<name>.py`` as ``_stepthrough_traces.<name>``, loaded once."""
+    """The project's ``traces/data/<name>.py`` as ``_stepthrough_traces.<name>``, loaded once."""
     module = sys.modules.get(f"{PRIVATE_PACKAGE}.{name}")
     if module is not None:
         return module

@@ -1,7 +1,8 @@
-"""Below Python: what torch says about itself under the Python surface, read offline.
+"""Floor 1, below Python: what torch says about itself under the Python surface, read offline.
 
 Everything here comes from the installed wheel; nothing is fetched. One room
-per subject, each importing only the rooms listed before it:
+per subject, each importing only the rooms listed before it (and ``traces.basics``,
+the floor below):
 
 - ``links``: the commit torch was built from (``torch.version.git_version``)
   and GitHub links at it; files generated at build time named as such.
@@ -17,5 +18,7 @@ per subject, each importing only the rooms listed before it:
 - ``frames``: C++ frames captured with ``CapturedTraceback``, grouped into layers.
 - ``dispatcher``: the live dispatcher (``torch._C._dispatch_dump_table``):
   which kernels a call went through, and each operator's first call.
-- ``gdb``: ``python -m traces.below.gdb`` stops in an operator's C++ kernel.
+
+``python -m traces.gdb``, which stops in an operator's C++ kernel, is a command on
+the package's face (``traces/gdb.py``) that uses these rooms.
 """

@@ -1,6 +1,6 @@
 """The graph as a picture (SVG) through Graphviz, drawn like the study note's figure.
 
-What is drawn comes from ``traces.drawing``: leaves are green ellipses with
+What is drawn comes from ``traces.render.drawing``: leaves are green ellipses with
 their names and values, functions blue boxes, a model's modules purple boxes
 inside dashed clusters; arrows follow the forward pass and carry, after
 backward, the gradient that flowed back along them. Hovering a box shows the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import shutil
 
-from traces.drawing import Box, Drawing, drawing
-from traces.trace import Trace
+from traces.render.drawing import Box, Drawing, drawing
+from traces.data.trace import Trace
 
 NO_DOT = "Graphviz's dot program is not installed, so no SVG was drawn (apt-get install graphviz)"
 

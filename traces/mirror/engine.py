@@ -3,7 +3,7 @@
 ``loss.backward()`` hands the graph to torch's C++ engine
 (``torch/csrc/autograd/engine.cpp``), where a debugger cannot follow. This
 module does the engine's work in Python, one function per idea, named as
-engine.cpp names them, so that F11 from ``traces.engine.backward(loss)`` steps
+engine.cpp names them, so that F11 from ``traces.mirror.engine.backward(loss)`` steps
 through backward node by node:
 
 - ``compute_dependencies``: how many edges lead into each node;
@@ -49,7 +49,7 @@ from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
 from traces.below.formulas import node_derivative
-from traces.node_hooks import NODE_HOOKS
+from traces.recorders.node_hooks import NODE_HOOKS
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -394,7 +394,7 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
 
 
 # Marks, in a node's metadata dict, that a backward without retain_graph ran it.
-FREED = "traces.engine: saved tensors released"
+FREED = "traces.mirror.engine: saved tensors released"
 
 
 def has_saved_tensors(node) -> bool:

@@ -16,7 +16,7 @@ from types import FrameType
 import torch
 
 TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-TRACES_DIR = os.path.dirname(os.path.abspath(__file__))
+TRACES_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # traces/, above traces/basics/
 # torch's and the tracer's files, and the code torch.fx generates (what a compiled model runs).
 NOT_USERS = (TORCH_DIR + os.sep, TRACES_DIR + os.sep, "<eval_with_key>")
 # The code torch.compile's inductor writes, in its cache folder (by default /tmp/torchinductor_<user>/).

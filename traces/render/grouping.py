@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from traces.graph import AutogradGraph, AutogradNode, ModuleInfo
-from traces.tensors import TensorSummary
+from traces.data.graph import AutogradGraph, AutogradNode, ModuleInfo
+from traces.data.tensors import TensorSummary
 
 # Graphs with at most this many nodes are shown node by node; larger ones by module.
 NODE_BY_NODE = 40

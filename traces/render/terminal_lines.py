@@ -1,7 +1,7 @@
 """The words and lines the terminal's views share: a gradient, the line of code a node came
 from, and indented lines that keep a ``path:line`` whole (so it stays a link).
 
-Used by ``traces.terminal`` (the views) and ``traces.focus`` (one part of the graph, node by node).
+Used by ``traces.render.terminal`` (the views) and ``traces.render.focus`` (one part of the graph, node by node).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from traces.graph import AutogradNode
-from traces.places import shown_path
-from traces.tensors import TensorSummary
+from traces.data.graph import AutogradNode
+from traces.basics.places import shown_path
+from traces.data.tensors import TensorSummary
 
 
 def gradient_text(summary: TensorSummary | None, before_hooks: TensorSummary | None = None) -> str:

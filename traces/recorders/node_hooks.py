@@ -1,9 +1,9 @@
-"""Node hooks that both autograd engines run: torch's C++ one and traces/engine.py.
+"""Node hooks that both autograd engines run: torch's C++ one and traces/mirror/engine.py.
 
 torch keeps ``node.register_prehook`` and ``node.register_hook`` in C++, where
 Python cannot list them, so the Python engine cannot find them. Code that wants
 its node hooks run by both engines (the trace's backward recorder) registers
-them here. A module of its own, outside traces/engine.py, so that the debugger
+them here. A module of its own, outside traces/mirror/engine.py, so that the debugger
 extension, which steps into the engine, steps past the recorder's use of it.
 """
 

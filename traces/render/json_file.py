@@ -3,7 +3,7 @@
 Schema (``schema_version`` 6); every key is always present:
 
 - ``schema_version``: 6 (version 1 had no ``version`` in ``saved``; version 2
-  wrote absolute paths, 3 writes them as ``traces.paths`` says; 4 adds ``derivative``,
+  wrote absolute paths, 3 writes them as ``traces.basics.paths`` says; 4 adds ``derivative``,
   ``values``, ``torch_commit``, ``kernels`` and ``native_skipped``; 5 adds the
   fields listed at the end; 6 writes NaN and infinities as strings, adds
   ``files``, writes no absolute path, in facts either, and adds the fields
@@ -82,15 +82,15 @@ Schema (``schema_version`` 6); every key is always present:
   trace, grouped as ``{layer, functions, folded}`` (``folded``: frames of
   plumbing not listed)
 - ``native_skipped``: why ``cpp_path`` is ``null``, or ``null``
-- ``files``: for a JSON saved as part of a set (``traces.files.save_trace``), the
+- ``files``: for a JSON saved as part of a set (``traces.render.files.save_trace``), the
   other files of its set, ``{file name: sha256 of its bytes}``; ``{}`` otherwise.
-  A reader checks them (``traces.files.set_problems``): a picture whose hash
+  A reader checks them (``traces.render.files.set_problems``): a picture whose hash
   differs is not of this trace
 
 Strict JSON: a number that is NaN or infinite (a NaN gradient) is written as
 the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` where the number would
 be (bare ``NaN`` is not JSON: browsers and ``jq`` reject it);
-``traces.compare.number`` reads either form back as a float.
+``traces.render.compare.number`` reads either form back as a float.
 
 A node's ``derivative`` is ``{kind, summary, op, schema, inputs, formulas,
 source}``: ``kind`` is ``"formula"`` (generated from ``derivatives.yaml``: ``op``
@@ -126,7 +126,7 @@ count; it had been the coalesced one), and ``backward_pass`` to ops (before it, 
 traced one were all labelled ``"forward"``).
 
 Every path (each ``path``, and each fact whose name ends in ``_path``) goes
-through ``traces.paths.portable_path``, and so does every absolute path named
+through ``traces.basics.paths.portable_path``, and so does every absolute path named
 inside a fact's text (the quickstart's ``data`` sentence), so that a saved trace
 holds nothing particular to the machine that wrote it: no user name, no
 virtual environment's folder, no absolute path. The terminal shows the absolute paths.
@@ -135,7 +135,7 @@ The file is indented JSON with each record short enough (an op call, a tensor
 summary, a saved value) on one line.
 
 Which parts depend on the machine or on torch's file layout (``torch_version``,
-``device``, ``source``) and which do not is spelled out in ``traces.compare``.
+``device``, ``source``) and which do not is spelled out in ``traces.render.compare``.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from traces.paths import portable_path
-from traces.trace import Trace
+from traces.basics.paths import portable_path
+from traces.data.trace import Trace
 
 # An absolute path inside a sentence: a word that starts with a separator, up to the next space or bracket.
 ABSOLUTE_IN_TEXT = re.compile(r"(?<![^\s(\"'=])/[^\s,;()<>'\"]+")

@@ -1,7 +1,7 @@
 """Render a trace to the terminal with rich: the graph as a tree, backward as a table.
 
 A small graph is shown node by node. A model's graph is shown by ``nn.Module``
-(see ``traces.grouping``): the module tree down to a depth, with node counts
+(see ``traces.render.grouping``): the module tree down to a depth, with node counts
 and gradient norms, repeated blocks folded, and backward as one row per run
 of steps in one module. Every node's text is made by ``node_text``; every
 module's by ``module_text``. Paths are printed relative to the current folder
@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from traces.grouping import (
+from traces.render.grouping import (
     DEFAULT_DEPTH,
     Fold,
     ModuleGroup,
@@ -31,13 +31,13 @@ from traces.grouping import (
     module_tree,
     opened_modules,
 )
-from traces.graph import AutogradGraph, AutogradNode, SavedValue
-from traces.ops import fold_calls, passes
-from traces.places import shown_path
-from traces.focus import add_node, focused_nodes, render_focus
-from traces.terminal_lines import Lines, arriving_text, edge_gradient_text, gradient_text, location_text
-from traces.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
-from traces.trace import VIEWS, Trace
+from traces.data.graph import AutogradGraph, AutogradNode, SavedValue
+from traces.recorders.ops import fold_calls, passes
+from traces.basics.places import shown_path
+from traces.render.focus import add_node, focused_nodes, render_focus
+from traces.render.terminal_lines import Lines, arriving_text, edge_gradient_text, gradient_text, location_text
+from traces.render.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
+from traces.data.trace import VIEWS, Trace
 
 PHASES = ("forward", "backward")
 MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the rest are counted
@@ -52,7 +52,7 @@ def render_trace(
     ``depth`` opens a model's module tree that many levels (default 2, for graphs
     too large to list node by node). ``focus`` (a module, parameter or node name)
     shows that part of the graph node by node in place of the graph and backward
-    views (see ``traces.focus``); an unknown name raises ``UnknownFocus`` before
+    views (see ``traces.render.focus``); an unknown name raises ``UnknownFocus`` before
     anything is printed.
     """
     shown = []

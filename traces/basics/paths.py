@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from traces.places import base_folder
+from traces.basics.places import base_folder
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # traces/basics/paths.py
 
 
 @functools.cache

@@ -23,10 +23,10 @@ from time import perf_counter_ns
 
 import torch
 
-from traces.node_hooks import register_node_hooks
-from traces.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
-from traces.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
-from traces.trace import BackwardRecording, BackwardStep
+from traces.recorders.node_hooks import register_node_hooks
+from traces.data.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
+from traces.data.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
+from traces.data.trace import BackwardRecording, BackwardStep
 
 
 def _summaries(gradients) -> list[TensorSummary | None]:
@@ -188,7 +188,7 @@ def record_backward(
     try:
         with tracer_at_work():
             for fn, node_id in zip(fns, node_ids):
-                # Both engines call them: torch's, and the Python one (traces/engine.py).
+                # Both engines call them: torch's, and the Python one (traces/mirror/engine.py).
                 handles.append(register_node_hooks(fn, before(fn, node_id, type(fn).__name__), after(fn, node_id)))
         yield recording
     finally:

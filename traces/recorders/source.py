@@ -18,10 +18,10 @@ import os
 import sys
 from types import CodeType, FrameType
 
-from traces.modules import is_compiling
-from traces.places import importing_now
-from traces.tensors import is_tracer_at_work
-from traces.trace import SourceEntry
+from traces.recorders.modules import is_compiling
+from traces.basics.places import importing_now
+from traces.data.tensors import is_tracer_at_work
+from traces.data.trace import SourceEntry
 
 # Torch runs this before every operator while a Python dispatch mode (the ops
 # view's) is active, so it and what it calls belong to the tracer, not the scenario.
@@ -159,7 +159,7 @@ class SourceRecorder:
             if sys.gettrace() is trace:
                 sys.settrace(None)
 
-        trace.paused_while_tracer_works = True  # see traces.tensors.tracer_at_work
+        trace.paused_while_tracer_works = True  # see traces.data.tensors.tracer_at_work
         sys.settrace(trace)
         self._stop = stop
 

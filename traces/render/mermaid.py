@@ -1,6 +1,6 @@
 """The graph as a Mermaid flowchart: renders on GitHub and in VSCode's Markdown preview.
 
-What is drawn comes from ``traces.drawing``, as for the SVG: arrows point the
+What is drawn comes from ``traces.render.drawing``, as for the SVG: arrows point the
 way the forward pass went (from the leaves to the output), each carrying the
 gradient that flowed back along it; leaves are green rounded boxes with their
 names and values; a model's modules are grouped in a box per module.
@@ -8,8 +8,8 @@ names and values; a model's modules are grouped in a box per module.
 
 from __future__ import annotations
 
-from traces.drawing import Box, drawing
-from traces.trace import Trace
+from traces.render.drawing import Box, drawing
+from traces.data.trace import Trace
 
 SHAPES = {"leaf": "([{}])", "function": "[{}]", "module": "[{}]"}
 

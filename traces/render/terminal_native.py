@@ -1,6 +1,6 @@
 """The terminal text of what is below Python: formulas on nodes, equations in backward, kernels behind ops.
 
-``traces.terminal`` calls each function here from one place: ``derivative_text``
+``traces.render.terminal`` calls each function here from one place: ``derivative_text``
 from the graph tree, ``render_formula_sources`` after it, ``equations_text``
 from the backward table and ``render_kernels`` after the ops table. They only
 read a finished trace. Sources are numbered ``[1]``, ``[2]``, ... in the views
@@ -17,13 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from traces.backward import BackwardStep
+from traces.recorders.backward import BackwardStep
 from traces.below.dispatcher import OpKernel
 from traces.below.formulas import gradient_equations
 from traces.below.frames import CppLayer
 from traces.below.links import SourceLink
-from traces.graph import AutogradGraph, AutogradNode
-from traces.trace import Trace
+from traces.data.graph import AutogradGraph, AutogradNode
+from traces.data.trace import Trace
 
 
 def numbered(links: Iterable[SourceLink | None]) -> dict[str, int]:

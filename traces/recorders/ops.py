@@ -29,10 +29,10 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from traces.below.dispatcher import FirstCall, observe_call
-from traces.places import importing_now, node_makers_line
-from traces.tensors import _tracer_at_work as _at_work
-from traces.tensors import dtype_name, iter_tensors
-from traces.trace import OpCall, TensorMeta
+from traces.basics.places import importing_now, node_makers_line
+from traces.data.tensors import _tracer_at_work as _at_work
+from traces.data.tensors import dtype_name, iter_tensors
+from traces.data.trace import OpCall, TensorMeta
 
 # The next sequence number autograd will give a node (torch 2.1 and newer).
 next_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", lambda: None)

@@ -1,7 +1,7 @@
 """The trace as one self-contained HTML page: the graph by module, a panel per node, and a
 backward timeline to step forward and back.
 
-The page is the JSON trace (``traces.json_file``, paths already portable) and a few facts
+The page is the JSON trace (``traces.render.json_file``, paths already portable) and a few facts
 worked out here, where the project's own code knows them, embedded as data in the page,
 and read by a small script bundled into the same file (``page.js``): nothing is fetched
 when the page is opened, and no server is needed. What Python adds:
@@ -9,7 +9,7 @@ when the page is opened, and no server is needed. What Python adds:
 - ``equations``: for each node that ran, its derivative formula with this run's numbers,
   as the terminal's backward table writes it (``traces.below.formulas.gradient_equations``);
 - ``folds``: a number per module that is the same for modules of the same structure, so
-  the page folds repeated blocks as the terminal does (``traces.grouping.structure``);
+  the page folds repeated blocks as the terminal does (``traces.render.grouping.structure``);
 - ``links``: for each path of the user's code, where that file lies relative to the page,
   when it lies in a folder above the page (``../scenarios/backward.py``). The page turns it
   into a ``vscode://file`` link only when it is opened from the disk, so the file holds no
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from traces.below.formulas import gradient_equations
-from traces.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
-from traces.json_file import strict_numbers, trace_to_dict
-from traces.paths import PROJECT_ROOT
-from traces.places import base_folder
-from traces.trace import Trace
+from traces.render.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
+from traces.render.json_file import strict_numbers, trace_to_dict
+from traces.basics.paths import PROJECT_ROOT
+from traces.basics.places import base_folder
+from traces.data.trace import Trace
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "page_template.html"
@@ -56,7 +56,7 @@ def equations(trace: Trace) -> dict[str, list[str]]:
 
 
 def fold_keys(trace: Trace) -> dict[str, int]:
-    """Module name -> a number shared by the modules of the same structure (see traces.grouping)."""
+    """Module name -> a number shared by the modules of the same structure (see traces.render.grouping)."""
     if trace.graph is None:
         return {}
     keys: dict[tuple, int] = {}
@@ -73,7 +73,7 @@ def relative_link(portable: str, page_folder: Path) -> str | None:
     """Where the file of a saved ``portable`` path lies, relative to the page's folder, or None.
 
     A portable path is relative to the project's folder or to the folder the run was
-    started in (``traces.paths``). The link is given only when that folder is above the
+    started in (``traces.basics.paths``). The link is given only when that folder is above the
     page's (``../../scenarios/backward.py``): then it names no folder of this machine.
     """
     if os.path.isabs(portable) or portable.startswith("~"):

@@ -1,5 +1,5 @@
 // The trace page: the autograd graph by module, a panel per node, and a timeline of backward.
-// Everything it shows is in the data that traces/page.py embedded in the page (the JSON trace
+// Everything it shows is in the data that traces/render/page.py embedded in the page (the JSON trace
 // and a few facts Python worked out); nothing is fetched. It only reads that data.
 "use strict";
 (function () {
@@ -115,7 +115,7 @@
 
   // Large graphs open by module down to a depth, with nodes outside any module grouped by the
   // line of code that made them, and runs of sibling modules of the same structure folded.
-  // (As traces/grouping.py does: a module above the depth is open when it holds other modules.)
+  // (As traces/render/grouping.py does: a module above the depth is open when it holds other modules.)
   const LARGE = NODES.length > PAGE.node_by_node;
   const madeOnLine = (node) => (!node.module && node.path !== null ? node.path + ":" + node.line : null);
   const lineCounts = new Map();

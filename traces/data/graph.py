@@ -6,7 +6,7 @@ nodes that its gradients flow on to. Following those links from an output reache
 every node; a leaf tensor that requires grad appears as an ``AccumulateGrad``
 node, whose ``variable`` is the leaf itself.
 
-Its imports of this package are relative, as are those of traces/tensors.py:
+Its imports of this package are relative, as are those of traces/data/tensors.py:
 the debugger extension loads these two modules under a private package name
 (never as ``traces``, a name the debugged program may have for its own module).
 """
@@ -190,8 +190,8 @@ def walk_graph(
     ``names`` gives names to other tensors of the scenario (leaves and
     intermediate results), so that nodes carry the names used in the code.
     ``module_of`` maps ``id(node)`` to the module that made it, and ``modules``
-    describes those modules (see ``traces.modules``); ``place_of`` gives the
-    ``(path, line)`` that made the node with a sequence number (see ``traces.ops``).
+    describes those modules (see ``traces.recorders.modules``); ``place_of`` gives the
+    ``(path, line)`` that made the node with a sequence number (see ``traces.recorders.ops``).
     """
     return describe_graph(autograd_nodes(outputs), outputs, names, module_of, modules, place_of)
 

@@ -42,9 +42,9 @@ from types import FrameType, TracebackType
 
 import torch
 
-from traces.places import TORCH_DIR, TRACES_DIR, is_users_file, users_frame
-from traces.trace import Trace
-from traces.tracer import Tracer
+from traces.basics.places import TORCH_DIR, TRACES_DIR, is_users_file, users_frame
+from traces.data.trace import Trace
+from traces.recorders.tracer import Tracer
 
 # Where torch calls backward on the user's behalf: Tensor.backward, torch.autograd.functional,
 # torch.func's grad, vjp and jacrev (which call torch.autograd.grad), ...

@@ -1,6 +1,6 @@
 """The plain data of one run: the ``Trace`` and the records it holds.
 
-A ``Trace`` is what the recorders (``traces.tracer``) produce and what every
+A ``Trace`` is what the recorders (``traces.recorders.tracer``) produce and what every
 renderer reads: the autograd graph, the backward steps, the ATen calls, the torch
 functions entered, and the kernels below them. Nothing here records or draws:
 how a trace is shown and saved is plugged in by the package's face
@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from traces.graph import AutogradGraph
+from traces.data.graph import AutogradGraph
 from traces.below.dispatcher import OpKernel
-from traces.tensors import TensorSummary
+from traces.data.tensors import TensorSummary
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 6  # see traces/json_file.py
+SCHEMA_VERSION = 6  # see traces/render/json_file.py
 VIEWS = ("graph", "backward", "ops", "source")
 NATIVE_NOT_ASKED = "not asked for (--native, or Tracer(native=True))"
 
@@ -100,7 +100,7 @@ class Trace:
     schema_version: int = SCHEMA_VERSION
 
     # How a trace is printed and saved: set by the package's face (traces/__init__.py) to the
-    # renderers of traces/terminal.py and traces/files.py, loaded only when first used.
+    # renderers of traces/render/terminal.py and traces/render/files.py, loaded only when first used.
     printer: ClassVar[Callable[..., None]]
     saver: ClassVar[Callable[..., list[Path]]]
 
@@ -113,11 +113,11 @@ class Trace:
     ) -> None:
         """Print the views to the terminal (or to ``console``), grouped by module down to ``depth``;
         ``focus`` (a module, parameter or node name) shows that part node by node instead of the
-        graph and backward views, and raises ``traces.focus.UnknownFocus`` for a name not in the trace."""
+        graph and backward views, and raises ``traces.render.focus.UnknownFocus`` for a name not in the trace."""
         Trace.printer(self, console, views, depth, focus)
 
     def save(self, directory: str | os.PathLike, depth: int | None = None) -> list[Path]:
-        """Write ``<scenario>.json``, ``.mmd``, ``.html`` (the page, see ``traces.page``) and, where
+        """Write ``<scenario>.json``, ``.mmd``, ``.html`` (the page, see ``traces.render.page``) and, where
         Graphviz is installed, ``.svg`` into ``directory``; the pictures show a model by module,
         ``depth`` levels deep."""
         return Trace.saver(self, Path(directory), depth)

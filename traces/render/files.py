@@ -1,6 +1,6 @@
 """A trace saved as a set of files: JSON, Mermaid, HTML and SVG.
 
-The set (``TRACE_SET``) is written with ``traces.saving.write_set``: the JSON is
+The set (``TRACE_SET``) is written with ``traces.basics.saving.write_set``: the JSON is
 the set's index, naming every other file with the sha256 of its bytes, and it is
 written last, so a reader finds a whole set or no ``name.json``
 (``set_problems`` is the reader's check).
@@ -13,12 +13,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from traces.json_file import trace_to_json
-from traces.mermaid import to_mermaid
-from traces.page import to_html
-from traces.picture import NO_DOT, dot_available, to_svg
-from traces.saving import digest, write_set
-from traces.trace import Trace
+from traces.render.json_file import trace_to_json
+from traces.render.mermaid import to_mermaid
+from traces.render.page import to_html
+from traces.render.picture import NO_DOT, dot_available, to_svg
+from traces.basics.saving import digest, write_set
+from traces.data.trace import Trace
 
 
 def render_mermaid(trace: Trace, directory: Path, depth: int | None) -> tuple[bytes | None, str | None]:
@@ -48,7 +48,7 @@ TRACE_SET: list[tuple[str, Callable[[Trace, Path, int | None], tuple[bytes | Non
 def save_trace(trace: Trace, directory: Path, depth: int | None = None) -> tuple[list[Path], list[str]]:
     """Write ``<scenario>.json`` and the files of ``TRACE_SET`` into ``directory`` as one set (``write_set``).
 
-    The pictures show a model by module, ``depth`` levels deep (see ``traces.drawing``).
+    The pictures show a model by module, ``depth`` levels deep (see ``traces.render.drawing``).
     Returns the files written (the JSON first), and notes on what could not be
     written (the SVG when Graphviz is missing; an older SVG is then removed, as it showed another run).
     """

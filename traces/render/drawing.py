@@ -2,7 +2,7 @@
 
 A small graph is drawn node by node, leaves as green ellipses and functions as
 blue boxes, each in a dashed cluster for the module that made it. A model's
-graph is drawn by module (see ``traces.grouping``): one box per module at the
+graph is drawn by module (see ``traces.render.grouping``): one box per module at the
 depth shown (with its node count and gradient norm), inside dashed clusters for
 the modules around it; nodes outside any module are boxed per line of code.
 Arrows follow the forward pass, from inputs to outputs, and carry the gradient
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from traces.grouping import (
+from traces.render.grouping import (
     DEFAULT_DEPTH,
     combined_norm,
     display_groups,
@@ -23,10 +23,10 @@ from traces.grouping import (
     opened_modules,
     summary_norm,
 )
-from traces.graph import AutogradNode
-from traces.paths import portable_path
-from traces.tensors import TensorSummary
-from traces.trace import Trace
+from traces.data.graph import AutogradNode
+from traces.basics.paths import portable_path
+from traces.data.tensors import TensorSummary
+from traces.data.trace import Trace
 
 MAX_LEAF_VALUES = 4  # a leaf with more values is labelled with its dtype and shape
 LEFT_TO_RIGHT_UP_TO = 10  # nodes; larger pictures run top to bottom

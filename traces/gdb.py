@@ -1,6 +1,6 @@
 """Stop in the C++ kernel of an ATen op with gdb, on a stock wheel.
 
-    python -m traces.below.gdb --op aten::mul.Tensor scenarios/backward.py
+    python -m traces.gdb --op aten::mul.Tensor scenarios/backward.py
 
 runs the script under gdb with a breakpoint on the kernel that the ops view
 names for the op (``at::native::structured_mul_out::impl``), prints the call
@@ -111,7 +111,7 @@ class Parser(argparse.ArgumentParser):
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(
-        prog="python -m traces.below.gdb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m traces.gdb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--op", action="append", default=[], metavar="OP", help="an ATen op, e.g. aten::mul.Tensor")
     parser.add_argument(
@@ -136,7 +136,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if shutil.which("gdb") is None:
-        print("python -m traces.below.gdb: error: gdb is not installed (apt-get install gdb)", file=sys.stderr)
+        print("python -m traces.gdb: error: gdb is not installed (apt-get install gdb)", file=sys.stderr)
         return 1
     command = gdb_argv([sys.executable, args.script, *args.args], args.symbols, args.batch, args.device == "cuda")
     print(shlex.join(command), flush=True)

@@ -32,9 +32,9 @@ import warnings
 import torch
 from torch import nn
 
-from traces.graph import ModuleInfo
-from traces.places import users_frame, users_line
-from traces.tensors import iter_tensors, tracer_at_work
+from traces.data.graph import ModuleInfo
+from traces.basics.places import users_frame, users_line
+from traces.data.tensors import iter_tensors, tracer_at_work
 
 
 COMPILE_HOOK_WARNING = r"Using `torch.compile\(module\)` when there are global hooks on modules"
