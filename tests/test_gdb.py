@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from traces.below import gdb
+from traces import gdb
 
 GDB_TIMEOUT = 300  # seconds; a session reads libtorch_cpu's symbols (~10 s on an idle 2-core machine)
 
