@@ -15,7 +15,7 @@ many times); the second line printed says how many.
 In the debugger: put a breakpoint on `optimizer.step()` in `train` and step in
 (F11): you land in torch/optim/optimizer.py `wrapper`, which every optimizer's
 step passes (hooks, profiling) before torch/optim/sgd.py `SGD.step`; a function
-breakpoint named `step` stops in `SGD.step` itself (see the README). Or put one
+breakpoint named `step` stops in `SGD.step` itself (see docs/debugger.md). Or put one
 on `torch.load` in `load_model` to see torch/serialization.py choose the
 weights-only unpickler although the call does not ask for it.
 """
