@@ -49,7 +49,6 @@ from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
 from traces.native import node_derivative
-from traces.node_hooks import NODE_HOOKS
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -301,10 +300,6 @@ def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output
 
     with torch.set_grad_enabled(create_graph):
         thread_main(task, graph_root, first_buffer)
-    if not keep_graph:
-        for node in task.order:
-            if has_saved_tensors(node):
-                node.metadata[FREED] = True
     return task.captured_vars
 
 
@@ -382,8 +377,7 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
     """Raise ``NotMirrored`` for the first node the mirror would run wrongly."""
     for node in [graph_root, *task.dependencies]:
         name = node.name()
-        if node.metadata.get(FREED):
-            raise RuntimeError(SECOND_BACKWARD_ERROR)
+        node_hook_dicts(node)  # raises NotMirrored where a node's hooks cannot be found
         if name == "CheckpointFunctionBackward":
             raise NotMirrored(f"{name}: a reentrant checkpoint runs a backward inside backward "
                               "(use_reentrant=False is mirrored)")
@@ -393,14 +387,116 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
                                   "the mirror runs CPU graphs")
 
 
-# Marks, in a node's metadata dict, that a backward without retain_graph ran it.
-FREED = "traces.engine: saved tensors released"
+# ---------------------------------------------------------------------------
+# A node's own hooks: registered from Python, kept in C++
+# ---------------------------------------------------------------------------
+
+
+class _Found(Exception):
+    """Stops ``node.register_hook`` before C++ adds anything (see node_hook_dicts)."""
+
+
+def node_hook_dicts(node) -> tuple[dict | None, dict | None]:
+    """The node's live dicts of hooks registered from Python: (pre-hooks, hooks).
+
+    torch keeps them in C++ (a PyFunctionPreHook and a PyFunctionPostHook on
+    the node, each holding one ordered dict), with no Python API to read them.
+    But ``node.register_hook(fn)`` (registerFunctionHook in
+    python_cpp_function.cpp) finds the node's dict and hands it to
+    ``torch.autograd.Function._register_hook(dict, fn)``, a Python static
+    method, to add ``fn``; only when that returns does C++ keep anything. So
+    for a moment ``_register_hook`` is replaced with one that notes the dict
+    and raises: the node gets no hook, and the dict torch will run is found
+    (None when the node has none). ``register_prehook`` works the same way.
+    (Not thread-safe: a hook registered by another thread in that moment fails.)
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_cpp_function.cpp
+    """
+    if isinstance(node, GraphRoot):
+        return None, None
+    owner = next(c for c in torch.autograd.Function.__mro__ if "_register_hook" in c.__dict__)
+    original = owner.__dict__["_register_hook"]
+    found = []
+
+    def note_the_dict(hooks, _hook):
+        found.append(hooks)
+        raise _Found
+
+    owner._register_hook = staticmethod(note_the_dict)
+    try:
+        for register in (node.register_prehook, node.register_hook):
+            try:
+                register(note_the_dict)
+            except _Found:
+                pass
+    finally:
+        owner._register_hook = original
+    if len(found) != 2:
+        raise NotMirrored(f"{node.name()}: its hooks cannot be found from Python in this torch "
+                          "(register_hook does not call Function._register_hook)")
+    return found[0], found[1]
+
+
+# ---------------------------------------------------------------------------
+# Freeing saved tensors
+# ---------------------------------------------------------------------------
+
+
+class SavedTensorsReleased:
+    """The pre-hook that stands for a node's released saved tensors.
+
+    Without ``retain_graph``, torch's engine frees each node's saved tensors
+    after running it (``release_variables``), so a second backward fails in
+    that node with SECOND_BACKWARD_ERROR. No Python API frees a C++ node's
+    saved tensors; instead the mirror gives each node that saved one this
+    pre-hook, which raises the same error at the same place, in either
+    engine. The tensors themselves stay in memory until the graph is dropped,
+    and ``grad_fn._saved_self`` still reads them.
+    """
+
+    def __call__(self, grad_outputs):
+        raise RuntimeError(SECOND_BACKWARD_ERROR)
+
+
+RELEASED = SavedTensorsReleased()
+
+
+def release_variables(node) -> None:
+    """Node::release_variables, as far as Python can: see SavedTensorsReleased."""
+    if isinstance(node, GraphRoot) or not has_saved_tensors(node):
+        return
+    pre_hooks, _ = node_hook_dicts(node)
+    if pre_hooks is None or RELEASED not in pre_hooks.values():
+        node.register_prehook(RELEASED)
+
+
+def released(node) -> bool:
+    """Whether the mirror released this node's saved tensors (its guard is on)."""
+    pre_hooks, _ = node_hook_dicts(node)
+    return pre_hooks is not None and RELEASED in pre_hooks.values()
+
+
+def user_hooks(hooks: dict | None) -> list:
+    """The hooks in one of a node's dicts, without the mirror's own guard."""
+    return [hook for hook in (hooks or {}).values() if hook is not RELEASED]
 
 
 def has_saved_tensors(node) -> bool:
+    """Whether the node holds a saved tensor that a backward unpacks (one that
+    was defined when saved: an undefined one unpacks as undefined, freed or
+    not, and fails nothing)."""
     if isinstance(node, BackwardCFunction):
-        return bool(node._raw_saved_tensors)
-    return any(name.startswith("_raw_saved_") for name in dir(node))
+        names = ["_raw_saved_tensors"]
+    else:
+        names = [name for name in dir(node) if name.startswith("_raw_saved_")]
+    for name in names:
+        try:
+            raw = getattr(node, name)
+        except RuntimeError:  # already freed by torch's engine: it fails by itself
+            return False
+        for saved in raw if isinstance(raw, (list, tuple)) else [raw]:
+            if saved.data is not None or saved.unpack_hook is not None:
+                return True
+    return False
 
 
 def tensor_hooks_by_edge(nodes: list) -> dict:
@@ -647,6 +743,8 @@ def evaluate_function(task: GraphTask, node, buffer: InputBuffer, queue: ReadyQu
     formula = derivative_formula(name) if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
     queue_now = queue.names() if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
     grads_leaving, shapes_from_node = call_function(task, node, buffer)
+    if not task.keep_graph:
+        release_variables(node)
     step = Step(node, name, grads_arriving, grads_leaving, shapes_from_node)
     task.order.append(node)
     for on_node in WATCHERS:
@@ -693,25 +791,72 @@ def call_function(task: GraphTask, node, buffer: InputBuffer) -> tuple[list, lis
 
 
 def call_pre_hooks(node, inputs: list) -> list:
-    """call_pre_hooks: the node's pre-hooks (those registered with
-    ``register_node_hooks``) see, and may replace, the gradients arriving."""
-    for pre_hook, _ in list(NODE_HOOKS.get(node, ())):
-        if pre_hook is not None:
-            result = pre_hook(tuple(inputs))
-            if result is not None:
-                inputs = list(result)
-    return inputs
+    """call_pre_hooks: the node's pre-hooks (``node.register_prehook``) see,
+    and may replace, the gradients arriving: each is called with the tuple of
+    them and returns a new tuple or None (PyFunctionPreHook in python_hook.cpp).
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_hook.cpp
+    """
+    pre_hooks, _ = node_hook_dicts(node)
+    if pre_hooks is None:
+        return inputs
+    return list(call_hooks(pre_hooks, [tuple(inputs)]))
 
 
 def call_post_hooks(node, outputs: list, inputs: list) -> list:
-    """call_post_hooks: the node's hooks see the gradients leaving and
-    arriving, and may replace those leaving."""
-    for _, post_hook in list(NODE_HOOKS.get(node, ())):
-        if post_hook is not None:
-            result = post_hook(tuple(outputs), tuple(inputs))
-            if result is not None:
-                outputs = list(result)
-    return outputs
+    """call_post_hooks: the node's hooks (``node.register_hook``) are called
+    with the gradients leaving and those arriving, and may replace those
+    leaving (PyFunctionPostHook in python_hook.cpp)."""
+    _, post_hooks = node_hook_dicts(node)
+    if post_hooks is None:
+        return outputs
+    return list(call_hooks(post_hooks, [tuple(outputs), tuple(inputs)]))
+
+
+def call_hooks(hooks: dict, args: list):
+    """_call_hooks (python_hook.cpp): call every hook in the dict, in the
+    order they were registered; a hook that returns something other than None
+    replaces ``args[0]`` for the hooks after it. Returns ``args[0]``."""
+    for hook in list(hooks.values()):  # a hook may remove itself: the list is taken first
+        result = hook(*args)
+        if result is None or result is args[0]:
+            continue
+        if isinstance(args[0], tuple):
+            check_result(args[0], result, hook)
+        else:
+            check_single_result(args[0], result, hook)
+        args[0] = result
+    return args[0]
+
+
+def hook_name(hook) -> str:
+    return getattr(hook, "__name__", "<unknown>")
+
+
+def check_result(previous: tuple, result, hook) -> None:
+    """check_result (python_hook.cpp): a hook returns a tuple as long as the one it got."""
+    if not isinstance(result, tuple):
+        raise TypeError(f"expected tuple, but hook returned '{type(result).__name__}'")
+    if len(previous) != len(result):
+        raise RuntimeError(f"hook '{hook_name(hook)}' has returned an incorrect number of values "
+                           f"(got {len(result)}, but expected {len(previous)})")
+    for original, value in zip(previous, result):
+        check_single_result(original, value, hook)
+
+
+def check_single_result(original, result, hook) -> None:
+    """check_single_result and check_variable_result: a hook may not turn a
+    None gradient into a tensor, nor change a gradient's type or size."""
+    if result is None:
+        return
+    if original is None:
+        raise RuntimeError("can't replace a None gradient with a non-None value")
+    if not isinstance(result, torch.Tensor):
+        raise TypeError(f"expected Variable, but hook returned '{type(result).__name__}'")
+    if original.type() != result.type() or original.dtype != result.dtype:
+        raise RuntimeError(f"hook '{hook_name(hook)}' has changed the type of value "
+                           f"(was {original.type()} got {result.type()})")
+    if original.shape != result.shape:
+        raise RuntimeError(f"hook '{hook_name(hook)}' has changed the size of value")
 
 
 @functools.lru_cache(maxsize=None)
