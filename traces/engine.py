@@ -425,9 +425,10 @@ def node_hook_dicts(node) -> tuple[dict | None, dict | None]:
     try:
         for register in (node.register_prehook, node.register_hook):
             try:
-                register(note_the_dict)
+                handle = register(note_the_dict)
             except _Found:
-                pass
+                continue
+            handle.remove()  # registered after all, without our look: take it back
     finally:
         owner._register_hook = original
     if len(found) != 2:

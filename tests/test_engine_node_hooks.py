@@ -1,0 +1,129 @@
+"""A node's own hooks, a freed graph, and materialized gradients: the Python
+engine (traces/engine.py) against torch's C++ engine on the same program.
+
+Each test builds the same computation once per engine and compares what the
+two did: gradients bitwise, hook calls in order, errors word for word.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from test_engine_mirror import assert_bitwise_equal
+from traces import engine
+
+ENGINES = {"torch": torch.autograd.backward, "mirror": engine.backward}
+
+
+# --- hooks registered from Python on C++ nodes ------------------------------
+
+
+def hooked_linear(log: list):
+    """A Linear whose AddmmBackward0 has pre-hooks and a hook that change the
+    gradients, one pre-hook removed again, a tensor hook and retain_grad on its
+    output, and a hook on a leaf's AccumulateGrad."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    h = layer(x)
+    h.retain_grad()
+    h.register_hook(lambda g: (log.append("tensor hook on h"), g * 2)[1])
+    y = h.tanh().sum()
+    addmm = h.grad_fn
+    assert addmm.name() == "AddmmBackward0"
+    addmm.register_prehook(lambda go: (log.append("pre-hook 1"), (go[0] + 1,))[1])
+    removed = addmm.register_prehook(lambda go: log.append("removed pre-hook"))
+    addmm.register_hook(lambda gi, go: (log.append(("hook", [g is None for g in gi])),
+                                        tuple(None if g is None else g * 3 for g in gi))[1])
+    addmm.register_prehook(lambda go: log.append(("pre-hook 2 sees", go[0].sum().item())))
+    removed.remove()
+    accumulate = addmm.next_functions[0][0]  # the bias's AccumulateGrad
+    accumulate.register_prehook(lambda go: log.append(("AccumulateGrad pre-hook", go[0].tolist())))
+    accumulate.register_hook(lambda gi, go: log.append(("AccumulateGrad hook", len(gi), len(go))))
+    return [layer.weight, layer.bias, x], y, h
+
+
+def test_hooks_on_cpp_nodes_run_as_in_torch():
+    runs = {}
+    for name, backward in ENGINES.items():
+        log: list = []
+        leaves, y, h = hooked_linear(log)
+        backward(y)
+        runs[name] = log, [leaf.grad for leaf in leaves] + [h.grad]
+    (torch_log, torch_grads), (mirror_log, mirror_grads) = runs["torch"], runs["mirror"]
+    assert mirror_log == torch_log
+    assert [entry if isinstance(entry, str) else entry[0] for entry in torch_log] == [
+        "tensor hook on h", "pre-hook 1", "pre-hook 2 sees", "hook",
+        "AccumulateGrad pre-hook", "AccumulateGrad hook"]
+    assert "removed pre-hook" not in mirror_log
+    for i, (a, b) in enumerate(zip(torch_grads, mirror_grads)):
+        assert_bitwise_equal(a, b, f"gradient {i}")
+    # The hooks changed the gradients: h's doubled by the tensor hook, +1 by pre-hook 1, *3 by the hook.
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    h = layer(x)
+    plain = (1 - h.tanh() ** 2) * 2
+    assert torch.allclose(mirror_grads[1], (plain + 1).sum(0) * 3)
+    assert torch.allclose(mirror_grads[3], plain)  # retain_grad: after the tensor hook, before the node's
+
+
+def test_the_probe_adds_nothing_to_the_node():
+    w = torch.randn(3, requires_grad=True)
+    y = (w * 2).sum()
+    node = y.grad_fn.next_functions[0][0]
+    assert engine.node_hook_dicts(node) == (None, None)
+    assert engine.node_hook_dicts(node) == (None, None)  # had the probe added a dict, it would be found now
+    calls = []
+    handle = node.register_hook(lambda gi, go: calls.append("hook"))
+    for _ in range(3):
+        pre_hooks, post_hooks = engine.node_hook_dicts(node)
+    assert pre_hooks is None and list(post_hooks) == [handle.id]  # the user's one hook, nothing more
+    assert torch.autograd.Function._register_hook is torch.autograd.function._HookMixin._register_hook
+    y.backward()
+    assert calls == ["hook"]  # torch's engine runs the hook once: the probes left nothing behind
+    assert torch.equal(w.grad, torch.full((3,), 2.0))
+
+
+def test_a_probe_that_cannot_see_hooks_refuses_before_anything_runs(monkeypatch):
+    class NotTheOneTorchCalls(torch.autograd.Function):
+        """As if torch no longer called Function._register_hook: the probe patches the wrong class."""
+
+        _register_hook = staticmethod(torch.autograd.Function._register_hook)
+
+    w = torch.randn(3, requires_grad=True)
+    y = (w * 2).sum()
+    monkeypatch.setattr(torch.autograd, "Function", NotTheOneTorchCalls)
+    with pytest.raises(engine.NotMirrored, match=r"^SumBackward0: its hooks cannot be found from Python"):
+        engine.backward(y)
+    monkeypatch.undo()
+    assert w.grad is None  # nothing ran
+    assert engine.node_hook_dicts(y.grad_fn) == ({}, {})  # the hooks torch added were removed again
+    y.backward()
+    assert torch.equal(w.grad, torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("kind, hook, message", [
+    ("pre", lambda go: go[0], "TypeError: expected tuple, but hook returned 'Tensor'"),
+    ("pre", lambda go: (go[0], go[0]), "RuntimeError: hook '<lambda>' has returned an incorrect number of values "
+                                       "(got 2, but expected 1)"),
+    ("pre", lambda go: (go[0].sum(),), "RuntimeError: hook '<lambda>' has changed the size of value"),
+    ("pre", lambda go: (go[0].double(),), "RuntimeError: hook '<lambda>' has changed the type of value "
+                                          "(was torch.FloatTensor got torch.DoubleTensor)"),
+    ("pre", lambda go: ("x",), "TypeError: expected Variable, but hook returned 'str'"),
+    ("post", lambda gi, go: tuple(torch.ones(3) if g is None else g for g in gi),
+     "RuntimeError: can't replace a None gradient with a non-None value"),
+])
+def test_a_hook_returning_the_wrong_thing_gets_torchs_error(kind, hook, message):
+    messages = []
+    for backward in ENGINES.values():
+        x = torch.randn(3, requires_grad=True)
+        y = x * torch.randn(3)  # MulBackward0: no gradient for the constant
+        register = y.grad_fn.register_prehook if kind == "pre" else y.grad_fn.register_hook
+        register(hook)
+        with pytest.raises((TypeError, RuntimeError)) as error:
+            backward(y.sum())
+        messages.append(f"{type(error.value).__name__}: {error.value}")
+    assert messages[0] == messages[1] == message
