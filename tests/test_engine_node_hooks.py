@@ -127,3 +127,96 @@ def test_a_hook_returning_the_wrong_thing_gets_torchs_error(kind, hook, message)
             backward(y.sum())
         messages.append(f"{type(error.value).__name__}: {error.value}")
     assert messages[0] == messages[1] == message
+
+
+# --- a second backward through a graph run without retain_graph -------------
+
+
+def two_paths():
+    """``(b * c).sum()`` saves b and c in its MulBackward0; ``a.sum()``, made
+    later and so run first, saves nothing."""
+    a, b, c = (torch.full((2,), v, requires_grad=True) for v in (1.0, 2.0, 3.0))
+    return [a, b, c], (b * c).sum() + a.sum()
+
+
+@pytest.mark.parametrize("first, second", [(f, s) for f in ENGINES for s in ENGINES])
+def test_second_backward_fails_as_torchs_own_does(first, second):
+    leaves, loss = two_paths()
+    ENGINES[first](loss)
+    with pytest.raises(RuntimeError) as error:
+        ENGINES[second](loss)
+    assert str(error.value) == engine.SECOND_BACKWARD_ERROR
+    # Both engines fail in MulBackward0, after a's AccumulateGrad ran again (it saved nothing).
+    assert [leaf.grad.tolist() for leaf in leaves] == [[2.0, 2.0], [3.0, 3.0], [2.0, 2.0]]
+
+
+def test_a_node_that_saved_nothing_runs_twice_in_both_engines():
+    for backward in ENGINES.values():
+        w = torch.tensor(1.0, requires_grad=True)
+        s = w + 2  # AddBackward0 saves no tensor
+        backward(s, retain_graph=False)
+        backward(s)
+        assert w.grad.item() == 2.0
+
+
+def released_by_torch(node) -> bool:
+    """Whether ``node`` fails with torch's second-backward error when called now."""
+    grads = [torch.zeros(tuple(m.shape), dtype=m.dtype) for m in node._input_metadata]
+    try:
+        node.apply(*grads) if isinstance(node, torch.autograd.function.BackwardCFunction) else node(*grads)
+    except RuntimeError as error:
+        if str(error) == engine.SECOND_BACKWARD_ERROR:
+            return True
+        raise
+    return False
+
+
+@pytest.mark.parametrize("case_name", ["linear_batch", "lstm", "transformer_encoder", "custom_function",
+                                       "checkpoint_case", "resnet18"])
+def test_the_mirror_releases_the_nodes_torch_releases(case_name):
+    import test_engine_mirror as cases
+    if case_name == "resnet18":
+        models = pytest.importorskip("torchvision.models")
+
+        def case():
+            return cases.model_case(models.resnet18(weights=None).eval(), torch.randn(2, 3, 32, 32))()
+    else:
+        case = getattr(cases, case_name)
+    nodes_by_engine = {}
+    for name, backward in ENGINES.items():
+        torch.manual_seed(0)
+        _leaves, roots, _go = case()
+        nodes = cases.walk(roots)
+        backward(roots)
+        nodes_by_engine[name] = nodes
+    by_torch = [released_by_torch(node) for node in nodes_by_engine["torch"]]
+    by_mirror = [engine.released(node) for node in nodes_by_engine["mirror"]]
+    assert by_mirror == by_torch
+    assert any(by_torch) and not all(by_torch)
+
+
+def test_retain_graph_releases_nothing():
+    leaves, loss = two_paths()
+    engine.backward(loss, retain_graph=True)
+    mul = loss.grad_fn.next_functions[0][0].next_functions[0][0]
+    assert mul.name() == "MulBackward0" and not engine.released(mul)
+    loss.backward()  # torch's engine too runs it again
+    assert leaves[1].grad.tolist() == [6.0, 6.0]
+
+
+def test_the_guard_runs_after_the_users_pre_hooks_as_torchs_failure_does():
+    logs = {}
+    for name, backward in ENGINES.items():
+        leaves, loss = two_paths()
+        mul = loss.grad_fn.next_functions[0][0].next_functions[0][0]
+        log = logs[name] = []
+        mul.register_prehook(lambda go: log.append("user pre-hook"))
+        mul.register_hook(lambda gi, go: log.append("user hook"))
+        backward(loss)
+        with pytest.raises(RuntimeError, match="^Trying to backward through the graph a second time"):
+            backward(loss)
+        pre_hooks, post_hooks = engine.node_hook_dicts(mul)
+        assert len(post_hooks) == 1  # the guard is a pre-hook, and only the mirror's own:
+        assert len(pre_hooks) == (2 if name == "mirror" else 1)
+        assert engine.released(mul) == (name == "mirror")
+    assert logs["mirror"] == logs["torch"] == ["user pre-hook", "user hook", "user pre-hook"]
