@@ -171,8 +171,38 @@ def released_by_torch(node) -> bool:
     return False
 
 
+class SavesNone(torch.autograd.Function):
+    """Its ctx.saved_tensors fails once released, though it saved no tensor."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(None)
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.saved_tensors
+        return grad * 2
+
+
+def saves_undefined_or_none():
+    """addcmul of constants saves undefined tensors: never released. SavesNone is."""
+    w = torch.randn(4, requires_grad=True)
+    y = SavesNone.apply(torch.addcmul(w, torch.randn(4), torch.randn(4))).sum()
+    return [w], [y], None
+
+
+def saved_tensors_hooks():
+    """Saved tensors packed by hooks: no tensor kept on the node, but released all the same."""
+    w = torch.randn(4, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
+        y = (w * w).sum()
+    return [w], [y], None
+
+
 @pytest.mark.parametrize("case_name", ["linear_batch", "lstm", "transformer_encoder", "custom_function",
-                                       "checkpoint_case", "resnet18"])
+                                       "checkpoint_case", "saves_undefined_or_none", "saved_tensors_hooks",
+                                       "resnet18"])
 def test_the_mirror_releases_the_nodes_torch_releases(case_name):
     import test_engine_mirror as cases
     if case_name == "resnet18":
@@ -181,7 +211,7 @@ def test_the_mirror_releases_the_nodes_torch_releases(case_name):
         def case():
             return cases.model_case(models.resnet18(weights=None).eval(), torch.randn(2, 3, 32, 32))()
     else:
-        case = getattr(cases, case_name)
+        case = globals().get(case_name) or getattr(cases, case_name)
     nodes_by_engine = {}
     for name, backward in ENGINES.items():
         torch.manual_seed(0)
@@ -193,6 +223,10 @@ def test_the_mirror_releases_the_nodes_torch_releases(case_name):
     by_mirror = [engine.released(node) for node in nodes_by_engine["mirror"]]
     assert by_mirror == by_torch
     assert any(by_torch) and not all(by_torch)
+    names = [node.name() for node in nodes_by_engine["mirror"]]
+    if case_name == "saves_undefined_or_none":
+        assert dict(zip(names, by_mirror)) == {"SumBackward0": False, "SavesNoneBackward": True,
+                                               "AddcmulBackward0": False, "torch::autograd::AccumulateGrad": False}
 
 
 def test_retain_graph_releases_nothing():

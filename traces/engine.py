@@ -482,21 +482,26 @@ def user_hooks(hooks: dict | None) -> list:
 
 
 def has_saved_tensors(node) -> bool:
-    """Whether the node holds a saved tensor that a backward unpacks (one that
-    was defined when saved: an undefined one unpacks as undefined, freed or
-    not, and fails nothing)."""
-    if isinstance(node, BackwardCFunction):
-        names = ["_raw_saved_tensors"]
-    else:
-        names = [name for name in dir(node) if name.startswith("_raw_saved_")]
-    for name in names:
-        try:
+    """Whether a second backward fails in this node once its saved tensors
+    are released. A C++ node fails when it unpacks a saved tensor that was
+    defined (an undefined one unpacks as undefined, released or not: e.g.
+    ``torch.addcmul(w, a, b)`` saves neither ``a`` nor ``b`` when only ``w``
+    needs a gradient). A custom Function's ``ctx.saved_tensors`` fails once
+    released whatever ``save_for_backward`` got, even ``None``; one that saved
+    nothing is taken not to read ``ctx.saved_tensors``.
+    """
+    try:
+        if isinstance(node, BackwardCFunction):
+            return len(node._raw_saved_tensors) > 0
+        for name in dir(node):
+            if not name.startswith("_raw_saved_"):
+                continue
             raw = getattr(node, name)
-        except RuntimeError:  # already freed by torch's engine: it fails by itself
-            return False
-        for saved in raw if isinstance(raw, (list, tuple)) else [raw]:
-            if saved.data is not None or saved.unpack_hook is not None:
-                return True
+            for saved in raw if isinstance(raw, (list, tuple)) else [raw]:
+                if saved.data is not None or saved.unpack_hook is not None:
+                    return True
+    except RuntimeError:  # released by torch's engine already: it fails by itself
+        return False
     return False
 
 
