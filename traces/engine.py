@@ -498,6 +498,7 @@ def has_saved_tensors(node) -> bool:
                 continue
             raw = getattr(node, name)
             for saved in raw if isinstance(raw, (list, tuple)) else [raw]:
+                # .data: the tensor, or what a saved_tensors_hooks pack hook made of it (maybe None)
                 if saved.data is not None or saved.unpack_hook is not None:
                     return True
     except RuntimeError:  # released by torch's engine already: it fails by itself
