@@ -256,3 +256,88 @@ def test_the_guard_runs_after_the_users_pre_hooks_as_torchs_failure_does():
         assert len(pre_hooks) == (2 if name == "mirror" else 1)
         assert engine.released(mul) == (name == "mirror")
     assert logs["mirror"] == logs["torch"] == ["user pre-hook", "user hook", "user pre-hook"]
+
+
+# --- ctx.set_materialize_grads ----------------------------------------------
+
+
+def two_outputs(materialize: bool, seen: list):
+    """A custom Function with two outputs, only the first used: the second's
+    gradient is undefined, and reaches backward as zeros or as None."""
+
+    class TwoOutputs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.set_materialize_grads(materialize)
+            return x * 2, x.double() * 3
+
+        @staticmethod
+        def backward(ctx, grad_a, grad_b):
+            seen.append([None if g is None else (g.dtype, tuple(g.shape), g.abs().sum().item())
+                         for g in (grad_a, grad_b)])
+            return grad_a * 2 + (0 if grad_b is None else grad_b.float() * 3)
+
+    return TwoOutputs
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_set_materialize_grads_is_followed(materialize):
+    runs = {}
+    for name, backward in ENGINES.items():
+        seen: list = []
+        x = torch.arange(3.0, requires_grad=True)
+        a, _b = two_outputs(materialize, seen).apply(x)
+        backward((a * a).sum())
+        runs[name] = seen, x.grad
+    assert runs["mirror"][0] == runs["torch"][0] == [
+        [(torch.float32, (3,), 12.0), (torch.float64, (3,), 0.0) if materialize else None]]
+    assert_bitwise_equal(runs["mirror"][1], runs["torch"][1], "x.grad")
+
+
+def test_the_materialize_flag_is_read_from_the_node():
+    x = torch.ones(2, requires_grad=True)
+    node = two_outputs(True, []).apply(x)[0].grad_fn
+    assert engine.materialize_grads(node) is True
+    node.set_materialize_grads(False)
+    assert engine.materialize_grads(node) is False
+    assert isinstance(engine.materialize_flag_offset(), int)
+
+
+class WithIndices(torch.autograd.Function):
+    """Returns values and their integer indices (non-differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, materialize):
+        ctx.set_materialize_grads(materialize)
+        values, indices = x.sort()
+        ctx.mark_non_differentiable(indices)
+        ctx.save_for_backward(indices)
+        return values, indices
+
+    @staticmethod
+    def backward(ctx, grad_values, grad_indices):
+        (indices,) = ctx.saved_tensors
+        return torch.zeros_like(grad_values).scatter(0, indices, grad_values), None
+
+
+def test_a_non_differentiable_output_torch_would_fill_with_zeros_is_refused():
+    x = torch.tensor([3.0, 1.0, 2.0], requires_grad=True)
+    values, _indices = WithIndices.apply(x, True)
+    loss = (values * torch.tensor([1.0, 10.0, 100.0])).sum()
+    with pytest.raises(engine.NotMirrored, match=r"^WithIndicesBackward: output 1 gets no gradient and may be "
+                                                 r"non-differentiable"):
+        engine.backward(loss)
+    assert x.grad is None  # refused before anything ran
+    loss.backward()  # torch's engine (it passes zeros shaped like the indices: int64, [3])
+    assert x.grad.tolist() == [100.0, 1.0, 10.0]
+
+
+def test_a_non_differentiable_output_gets_none_without_materializing_in_both():
+    grads = []
+    for backward in ENGINES.values():
+        x = torch.tensor([3.0, 1.0, 2.0], requires_grad=True)
+        values, _indices = WithIndices.apply(x, False)
+        backward((values * torch.tensor([1.0, 10.0, 100.0])).sum())
+        grads.append(x.grad)
+    assert_bitwise_equal(grads[0], grads[1], "x.grad")
+    assert grads[1].tolist() == [100.0, 1.0, 10.0]

@@ -36,6 +36,7 @@ Known differences, all outside the numbers (see the README):
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import sys
@@ -295,7 +296,7 @@ def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output
     if output_edges:
         task.exec_info = init_to_execute(graph_root, output_edges, accumulate_grad, output_tensors)
         task.captured_vars = [None] * sum(len(info.captures) for info in task.exec_info.values())
-    refuse_what_cannot_be_mirrored(graph_root, task)
+    refuse_what_cannot_be_mirrored(graph_root, task, root_edges)
     task.tensor_hooks = tensor_hooks_by_edge([graph_root, *task.dependencies])
 
     with torch.set_grad_enabled(create_graph):
@@ -373,11 +374,20 @@ def should_execute(exec_info: dict, node) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
+def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask, root_edges) -> None:
     """Raise ``NotMirrored`` for the first node the mirror would run wrongly."""
-    for node in [graph_root, *task.dependencies]:
+    nodes = [graph_root, *task.dependencies]
+    edges_in = {(next_node, input_nr) for node in nodes for next_node, input_nr in node.next_functions}
+    edges_in.update(root_edges)
+    for node in nodes:
         name = node.name()
         node_hook_dicts(node)  # raises NotMirrored where a node's hooks cannot be found
+        if isinstance(node, BackwardCFunction) and materialize_grads(node):
+            for input_nr, metadata in enumerate(node._input_metadata):
+                if (node, input_nr) not in edges_in and may_be_non_differentiable(metadata):
+                    raise NotMirrored(
+                        f"{name}: output {input_nr} gets no gradient and may be non-differentiable, for "
+                        "which torch passes zeros shaped like the output, a shape Python cannot read")
         if name == "CheckpointFunctionBackward":
             raise NotMirrored(f"{name}: a reentrant checkpoint runs a backward inside backward "
                               "(use_reentrant=False is mirrored)")
@@ -385,6 +395,18 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
             if metadata.device.type != "cpu":
                 raise NotMirrored(f"{name}: runs on the {metadata.device} device thread; "
                                   "the mirror runs CPU graphs")
+
+
+def may_be_non_differentiable(metadata) -> bool:
+    """A custom Function's non-differentiable output (``mark_non_differentiable``,
+    an integer tensor) leaves its node an empty InputMetadata: shape ``()``,
+    the default dtype, the CPU. For it torch's PyNode::apply materializes zeros
+    from the output's own shape and dtype (``output_info``, not readable from
+    Python) or, with ``ctx._materialize_non_diff_grads = False``, passes None.
+    Python cannot tell that empty metadata from a real float scalar output's.
+    """
+    return (tuple(metadata.shape) == () and metadata.dtype == torch.get_default_dtype()
+            and metadata.device.type == "cpu")
 
 
 # ---------------------------------------------------------------------------
@@ -866,6 +888,49 @@ def check_single_result(original, result, hook) -> None:
         raise RuntimeError(f"hook '{hook_name(hook)}' has changed the size of value")
 
 
+def materialize_grads(node) -> bool:
+    """The flag ``ctx.set_materialize_grads`` sets on a custom Function's node.
+
+    torch gives Python a setter for it but no getter, so it is read where C++
+    keeps it: a bool inside the node's object, found by ``materialize_flag_offset``.
+    """
+    offset = materialize_flag_offset()
+    if offset is None:
+        raise NotMirrored(f"{node.name()}: ctx.set_materialize_grads cannot be read in this torch")
+    return ctypes.string_at(id(node) + offset, 1) != b"\x00"
+
+
+@functools.cache
+def materialize_flag_offset() -> int | None:
+    """Where in a custom Function's node (THPFunction, python_function.h) the
+    ``materialize_grads`` bool lies: on a node of our own, set the flag on and
+    off through torch's setter and see which one byte follows it. None if not
+    exactly one byte does.
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_function.h
+    """
+
+    class Calibrate(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    with torch.enable_grad():
+        node = Calibrate.apply(torch.zeros(1, requires_grad=True)).grad_fn
+    size = torch._C._FunctionBase.__basicsize__
+    snapshots = []
+    for value in (True, False, True, False):
+        node.set_materialize_grads(value)
+        snapshots.append(ctypes.string_at(id(node), size))
+    changed = [i for i in range(size) if len({snapshot[i] for snapshot in snapshots}) > 1]
+    if len(changed) != 1 or [snapshot[changed[0]] for snapshot in snapshots] != [1, 0, 1, 0]:
+        return None
+    return changed[0]
+
+
 @functools.lru_cache(maxsize=None)
 def derivative_formula(name: str) -> str:
     """The node's derivative formula from derivatives.yaml (traces/native.py),
@@ -913,14 +978,17 @@ def retain_grad(tensor: torch.Tensor, gradient: torch.Tensor) -> None:
 
 
 def call_python_function(node, inputs: list) -> list:
-    """PyNode::apply: a custom ``autograd.Function``'s backward. Missing
-    gradients become zeros (``ctx.set_materialize_grads`` cannot be read from
-    Python: the default is used); the result for each forward input that
-    required grad goes to its edge, in order.
+    """PyNode::apply: a custom ``autograd.Function``'s backward. A missing
+    gradient becomes zeros shaped like its output, unless the forward called
+    ``ctx.set_materialize_grads(False)``: then backward gets None. The result
+    for each forward input that required grad goes to its edge, in order.
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_function.cpp
     """
-    grads = [g if g is not None else torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
-             for g, m in zip(inputs, node._input_metadata)]
+    if materialize_grads(node):
+        grads = [g if g is not None else torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
+                 for g, m in zip(inputs, node._input_metadata)]
+    else:
+        grads = list(inputs)
     result = node.apply(*grads)
     if not isinstance(result, tuple):
         result = (result,)
