@@ -14,24 +14,35 @@ through backward node by node:
 - ``validate_outputs``: each gradient leaving a node is summed to its input's
   shape (``sum_to``: a bias gradient sums over the batch here), cast to its
   dtype and moved to its device;
-- ``call_function``: tensor hooks and ``retain_grad`` first, then the node
-  itself: torch's own C++ (or Python) backward, called as ``node(*grads)``;
+- ``call_function``: tensor hooks and ``retain_grad`` first, then the node's
+  pre-hooks, the node itself (torch's own C++ or Python backward, called as
+  ``node(*grads)``), and the node's hooks;
 - ``evaluate_function``: the node's gradients go to the next nodes' buffers.
 
 Every node is torch's own, so the numbers are torch's: the tests check that
 every leaf's ``.grad`` is bitwise equal to the C++ engine's, and the order of
 the nodes identical.
 
+A node's hooks registered from Python (``node.register_hook`` /
+``register_prehook``) live in C++ with no API to list them; ``node_hook_dicts``
+finds them through the one Python call torch makes when one is registered.
+
 What Python cannot see is refused before anything runs, with ``NotMirrored``
 (one line naming the node and why); call ``loss.backward()`` instead then.
 Known differences, all outside the numbers (see the README):
 
-- a node's hooks registered with ``node.register_hook`` / ``register_prehook``
-  on a C++ node live in C++, where Python cannot list them: the mirror does
-  not run them; nor a tensor hook whose tensor's Python object is gone;
-- saved tensors are not freed (no Python API frees a C++ node's saved
-  tensors): the mirror remembers which graphs it ran without
-  ``retain_graph`` and refuses to run them again with torch's own message.
+- hooks registered only in C++ (a C++ extension's, DDP's) are not seen; nor a
+  tensor hook whose tensor's Python object is gone;
+- saved tensors are not freed: no Python API frees a C++ node's saved
+  tensors. Without ``retain_graph`` the mirror gives each node torch would
+  free a pre-hook that fails as a freed node does (``SavedTensorsReleased``),
+  so a second backward, by either engine, fails in the same node with
+  torch's message. The memory stays taken until the graph is dropped,
+  ``grad_fn._saved_self`` still reads, and a pre-hook registered on such a
+  node after the first backward does not run in the failing second one
+  (torch would run it first);
+- a custom Function that saved nothing but reads ``ctx.saved_tensors`` fails
+  a second backward in torch, not in the mirror.
 """
 
 from __future__ import annotations
