@@ -328,3 +328,34 @@ def test_docstrings_link_engine_cpp_at_the_installed_commit():
     for function in (engine.compute_dependencies, engine.evaluate_function, engine.call_function,
                      engine.validate_outputs, engine.thread_main, engine.execute, engine.ReadyQueue):
         assert link in function.__doc__, function.__name__
+
+
+# --- the scenarios, whole, under both engines --------------------------------
+
+SCENARIOS = ["backward", "leaf_gradients", "unsqueeze", "in_place", "saved_tensors", "frozen_parameters",
+             "inference_mode", "training_step"]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_each_scenario_prints_the_same_facts_when_its_backward_runs_in_the_mirror(name, capsys):
+    """Every fact a scenario prints (gradients, errors, what was freed) is the
+    same when Tensor.backward and autograd.grad run in the mirror."""
+    import importlib
+
+    scenario = importlib.import_module(f"scenarios.{name}")
+    assert scenario.main([]) == 0
+    by_torch = capsys.readouterr().out
+    steps = []
+    with engine.installed(), engine.watching(steps.append):
+        assert scenario.main([]) == 0
+    assert capsys.readouterr().out == by_torch
+    assert steps, "the mirror ran no node"
+
+
+def test_the_dynamic_graph_scenario_sees_saved_tensors_the_mirror_cannot_free():
+    """Known difference: the scenario reads a saved tensor after backward to show
+    it freed; the mirror cannot free it (it only makes a second backward fail)."""
+    from scenarios.dynamic_graph import main
+
+    with engine.installed(), pytest.raises(AssertionError, match="a saved tensor should be unreadable after backward"):
+        main([])
