@@ -227,8 +227,26 @@ def transformer_encoder():
     return model_case(model, torch.randn(5, 2, 8))()
 
 
-CASES = [note_graph, linear_batch, tied_weights, hooks_change_a_gradient, retain_grad_case,
-         custom_function, double_backward, checkpoint_case, sparse_embedding, inputs_only,
+def node_hooks_on_every_node():
+    """Every node of an LSTM gets a pre-hook that halves the gradients
+    arriving and a hook that adds 1 to those leaving (C++ nodes' own hooks)."""
+    model = nn.LSTM(3, 4)
+    y = model(torch.randn(5, 2, 3))[0].pow(2).sum()
+
+    def halve(grad_outputs):
+        return tuple(None if g is None else g * 0.5 for g in grad_outputs)
+
+    def add_one(grad_inputs, grad_outputs):
+        return tuple(None if g is None else g + 1 for g in grad_inputs)
+
+    for node in walk([y]):
+        node.register_prehook(halve)
+        node.register_hook(add_one)
+    return list(model.parameters()), [y], backward_of(y)
+
+
+CASES = [note_graph, linear_batch, tied_weights, hooks_change_a_gradient, node_hooks_on_every_node,
+         retain_grad_case, custom_function, double_backward, checkpoint_case, sparse_embedding, inputs_only,
          several_roots, lstm, transformer_encoder]
 
 
