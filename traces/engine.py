@@ -504,14 +504,10 @@ def release_variables(node) -> None:
 
 
 def released(node) -> bool:
-    """Whether the mirror released this node's saved tensors (its guard is on)."""
+    """Whether the mirror released this node's saved tensors: its guard is
+    among its pre-hooks (told apart from the user's by identity)."""
     pre_hooks, _ = node_hook_dicts(node)
     return pre_hooks is not None and RELEASED in pre_hooks.values()
-
-
-def user_hooks(hooks: dict | None) -> list:
-    """The hooks in one of a node's dicts, without the mirror's own guard."""
-    return [hook for hook in (hooks or {}).values() if hook is not RELEASED]
 
 
 def has_saved_tensors(node) -> bool:
@@ -892,7 +888,7 @@ def check_single_result(original, result, hook) -> None:
         raise RuntimeError("can't replace a None gradient with a non-None value")
     if not isinstance(result, torch.Tensor):
         raise TypeError(f"expected Variable, but hook returned '{type(result).__name__}'")
-    if original.type() != result.type() or original.dtype != result.dtype:
+    if original.type() != result.type():
         raise RuntimeError(f"hook '{hook_name(hook)}' has changed the type of value "
                            f"(was {original.type()} got {result.type()})")
     if original.shape != result.shape:
