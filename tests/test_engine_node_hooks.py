@@ -35,7 +35,7 @@ def hooked_linear(log: list):
     assert addmm.name() == "AddmmBackward0"
     addmm.register_prehook(lambda go: (log.append("pre-hook 1"), (go[0] + 1,))[1])
     removed = addmm.register_prehook(lambda go: log.append("removed pre-hook"))
-    addmm.register_hook(lambda gi, go: (log.append(("hook", [g is None for g in gi])),
+    addmm.register_hook(lambda gi, go: (log.append(("hook", [g is None for g in gi], go[0].sum().item())),
                                         tuple(None if g is None else g * 3 for g in gi))[1])
     addmm.register_prehook(lambda go: log.append(("pre-hook 2 sees", go[0].sum().item())))
     removed.remove()
