@@ -280,6 +280,15 @@ def test_torchvision_models(name):
     check(model_case(model, torch.randn(2, 3, 32, 32)))
 
 
+def test_resnet18_in_training_mode():
+    """Batch norm's training backward (batch statistics) too: each build's forward sees the same batch."""
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    model = models.resnet18(weights=None).train()
+    _grads, order = check(model_case(model, torch.randn(2, 3, 32, 32)))
+    assert len(order) > 100
+
+
 # --- what the mirror refuses, and torch's own errors ------------------------
 
 
