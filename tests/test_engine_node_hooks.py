@@ -70,6 +70,25 @@ def test_hooks_on_cpp_nodes_run_as_in_torch():
     assert torch.allclose(mirror_grads[3], plain)  # retain_grad: after the tensor hook, before the node's
 
 
+def test_hooks_on_a_custom_functions_node_run_as_in_torch():
+    from test_engine_mirror import Square
+
+    runs = {}
+    for name, backward in ENGINES.items():
+        log: list = []
+        w = torch.arange(1.0, 4.0, requires_grad=True)
+        y = Square.apply(w * 1.5, 3.0)
+        y.grad_fn.register_prehook(lambda go: (log.append(("pre-hook", go[0].tolist())), (go[0] * 2,))[1])
+        y.grad_fn.register_hook(lambda gi, go: (log.append(("hook", gi[0].tolist(), go[0].tolist())),
+                                                (gi[0] + 1,))[1])
+        backward(y.sum())
+        runs[name] = log, w.grad
+    assert runs["mirror"][0] == runs["torch"][0] == [
+        ("pre-hook", [1.0, 1.0, 1.0]), ("hook", [18.0, 36.0, 54.0], [2.0, 2.0, 2.0])]
+    assert_bitwise_equal(runs["mirror"][1], runs["torch"][1], "w.grad")
+    assert runs["mirror"][1].tolist() == [28.5, 55.5, 82.5]  # (2 * 2 * 1.5w * 3 + 1) * 1.5
+
+
 def test_the_probe_adds_nothing_to_the_node():
     w = torch.randn(3, requires_grad=True)
     y = (w * 2).sum()
