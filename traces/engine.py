@@ -925,7 +925,7 @@ def materialize_flag_offset() -> int | None:
         def backward(ctx, grad):
             return grad
 
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         node = Calibrate.apply(torch.zeros(1, requires_grad=True)).grad_fn
     size = torch._C._FunctionBase.__basicsize__
     snapshots = []
