@@ -90,3 +90,13 @@ def test_the_debugger_extension_steps_into_the_engine_but_past_the_rest_of_trace
 
     function = backward_recorder.changed_in_one  # a plain function of the backward recorder
     assert hook(function.__code__, function.__code__.co_filename) is False
+
+
+def test_the_trace_shows_the_same_saved_tensors_freed_under_both_engines(tmp_path, capsys):
+    freed = []
+    for options in ([], ["--engine", "python"]):
+        folder = tmp_path / (options[-1] if options else "torch")
+        run(tmp_path, capsys, "--save-trace", str(folder), *options)
+        freed.append(re.findall(r'"freed": (true|false)', (folder / "script.json").read_text()))
+    assert freed[1] == freed[0]
+    assert "true" in freed[0] and "false" in freed[0]

@@ -227,8 +227,26 @@ def transformer_encoder():
     return model_case(model, torch.randn(5, 2, 8))()
 
 
-CASES = [note_graph, linear_batch, tied_weights, hooks_change_a_gradient, retain_grad_case,
-         custom_function, double_backward, checkpoint_case, sparse_embedding, inputs_only,
+def node_hooks_on_every_node():
+    """Every node of an LSTM gets a pre-hook that halves the gradients
+    arriving and a hook that adds 1 to those leaving (C++ nodes' own hooks)."""
+    model = nn.LSTM(3, 4)
+    y = model(torch.randn(5, 2, 3))[0].pow(2).sum()
+
+    def halve(grad_outputs):
+        return tuple(None if g is None else g * 0.5 for g in grad_outputs)
+
+    def add_one(grad_inputs, grad_outputs):
+        return tuple(None if g is None else g + 1 for g in grad_inputs)
+
+    for node in walk([y]):
+        node.register_prehook(halve)
+        node.register_hook(add_one)
+    return list(model.parameters()), [y], backward_of(y)
+
+
+CASES = [note_graph, linear_batch, tied_weights, hooks_change_a_gradient, node_hooks_on_every_node,
+         retain_grad_case, custom_function, double_backward, checkpoint_case, sparse_embedding, inputs_only,
          several_roots, lstm, transformer_encoder]
 
 
@@ -260,6 +278,15 @@ def test_torchvision_models(name):
         model = getattr(models, name)(weights=None)
     model.eval()  # eval: batch norm uses its running statistics, no dropout: both builds compute the same
     check(model_case(model, torch.randn(2, 3, 32, 32)))
+
+
+def test_resnet18_in_training_mode():
+    """Batch norm's training backward (batch statistics) too: each build's forward sees the same batch."""
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    model = models.resnet18(weights=None).train()
+    _grads, order = check(model_case(model, torch.randn(2, 3, 32, 32)))
+    assert len(order) > 100
 
 
 # --- what the mirror refuses, and torch's own errors ------------------------
@@ -328,3 +355,34 @@ def test_docstrings_link_engine_cpp_at_the_installed_commit():
     for function in (engine.compute_dependencies, engine.evaluate_function, engine.call_function,
                      engine.validate_outputs, engine.thread_main, engine.execute, engine.ReadyQueue):
         assert link in function.__doc__, function.__name__
+
+
+# --- the scenarios, whole, under both engines --------------------------------
+
+SCENARIOS = ["backward", "leaf_gradients", "unsqueeze", "in_place", "saved_tensors", "frozen_parameters",
+             "inference_mode", "training_step"]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_each_scenario_prints_the_same_facts_when_its_backward_runs_in_the_mirror(name, capsys):
+    """Every fact a scenario prints (gradients, errors, what was freed) is the
+    same when Tensor.backward and autograd.grad run in the mirror."""
+    import importlib
+
+    scenario = importlib.import_module(f"scenarios.{name}")
+    assert scenario.main([]) == 0
+    by_torch = capsys.readouterr().out
+    steps = []
+    with engine.installed(), engine.watching(steps.append):
+        assert scenario.main([]) == 0
+    assert capsys.readouterr().out == by_torch
+    assert steps, "the mirror ran no node"
+
+
+def test_the_dynamic_graph_scenario_sees_saved_tensors_the_mirror_cannot_free():
+    """Known difference: the scenario reads a saved tensor after backward to show
+    it freed; the mirror cannot free it (it only makes a second backward fail)."""
+    from scenarios.dynamic_graph import main
+
+    with engine.installed(), pytest.raises(AssertionError, match="a saved tensor should be unreadable after backward"):
+        main([])

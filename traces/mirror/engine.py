@@ -14,33 +14,45 @@ through backward node by node:
 - ``validate_outputs``: each gradient leaving a node is summed to its input's
   shape (``sum_to``: a bias gradient sums over the batch here), cast to its
   dtype and moved to its device;
-- ``call_function``: tensor hooks and ``retain_grad`` first, then the node
-  itself: torch's own C++ (or Python) backward, called as ``node(*grads)``;
+- ``call_function``: tensor hooks and ``retain_grad`` first, then the node's
+  pre-hooks, the node itself (torch's own C++ or Python backward, called as
+  ``node(*grads)``), and the node's hooks;
 - ``evaluate_function``: the node's gradients go to the next nodes' buffers.
 
 Every node is torch's own, so the numbers are torch's: the tests check that
 every leaf's ``.grad`` is bitwise equal to the C++ engine's, and the order of
 the nodes identical.
 
+A node's hooks registered from Python (``node.register_hook`` /
+``register_prehook``) live in C++ with no API to list them; ``node_hook_dicts``
+finds them through the one Python call torch makes when one is registered.
+
 What Python cannot see is refused before anything runs, with ``NotMirrored``
 (one line naming the node and why); call ``loss.backward()`` instead then.
 Known differences, all outside the numbers (see the README):
 
-- a node's hooks registered with ``node.register_hook`` / ``register_prehook``
-  on a C++ node live in C++, where Python cannot list them: the mirror does
-  not run them; nor a tensor hook whose tensor's Python object is gone;
-- saved tensors are not freed (no Python API frees a C++ node's saved
-  tensors): the mirror remembers which graphs it ran without
-  ``retain_graph`` and refuses to run them again with torch's own message.
+- hooks registered only in C++ (a C++ extension's, DDP's) are not seen; nor a
+  tensor hook whose tensor's Python object is gone;
+- saved tensors are not freed: no Python API frees a C++ node's saved
+  tensors. Without ``retain_graph`` the mirror gives each node torch would
+  free a pre-hook that fails as a freed node does (``SavedTensorsReleased``),
+  so a second backward, by either engine, fails in the same node with
+  torch's message. The memory stays taken until the graph is dropped,
+  ``grad_fn._saved_self`` still reads, and a pre-hook registered on such a
+  node after the first backward does not run in the failing second one
+  (torch would run it first);
+- a custom Function that saved nothing but reads ``ctx.saved_tensors`` fails
+  a second backward in torch, not in the mirror.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import sys
 from contextlib import contextmanager
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +61,6 @@ from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
 from traces.below.formulas import node_derivative
-from traces.recorders.node_hooks import NODE_HOOKS
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -296,15 +307,11 @@ def execute(root_edges, grads, keep_graph, create_graph, accumulate_grad, output
     if output_edges:
         task.exec_info = init_to_execute(graph_root, output_edges, accumulate_grad, output_tensors)
         task.captured_vars = [None] * sum(len(info.captures) for info in task.exec_info.values())
-    refuse_what_cannot_be_mirrored(graph_root, task)
+    refuse_what_cannot_be_mirrored(graph_root, task, root_edges)
     task.tensor_hooks = tensor_hooks_by_edge([graph_root, *task.dependencies])
 
     with torch.set_grad_enabled(create_graph):
         thread_main(task, graph_root, first_buffer)
-    if not keep_graph:
-        for node in task.order:
-            if has_saved_tensors(node):
-                node.metadata[FREED] = True
     return task.captured_vars
 
 
@@ -378,12 +385,20 @@ def should_execute(exec_info: dict, node) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
+def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask, root_edges) -> None:
     """Raise ``NotMirrored`` for the first node the mirror would run wrongly."""
-    for node in [graph_root, *task.dependencies]:
+    nodes = [graph_root, *task.dependencies]
+    edges_in = {(next_node, input_nr) for node in nodes for next_node, input_nr in node.next_functions}
+    edges_in.update(root_edges)
+    for node in nodes:
         name = node.name()
-        if node.metadata.get(FREED):
-            raise RuntimeError(SECOND_BACKWARD_ERROR)
+        node_hook_dicts(node)  # raises NotMirrored where a node's hooks cannot be found
+        if isinstance(node, BackwardCFunction) and materialize_grads(node):
+            for input_nr, metadata in enumerate(node._input_metadata):
+                if (node, input_nr) not in edges_in and may_be_non_differentiable(metadata):
+                    raise NotMirrored(
+                        f"{name}: output {input_nr} gets no gradient and may be non-differentiable, for "
+                        "which torch passes zeros shaped like the output, a shape Python cannot read")
         if name == "CheckpointFunctionBackward":
             raise NotMirrored(f"{name}: a reentrant checkpoint runs a backward inside backward "
                               "(use_reentrant=False is mirrored)")
@@ -393,14 +408,131 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask) -> None:
                                   "the mirror runs CPU graphs")
 
 
-# Marks, in a node's metadata dict, that a backward without retain_graph ran it.
-FREED = "traces.mirror.engine: saved tensors released"
+def may_be_non_differentiable(metadata) -> bool:
+    """A custom Function's non-differentiable output (``mark_non_differentiable``,
+    an integer tensor) leaves its node an empty InputMetadata: shape ``()``,
+    the default dtype, the CPU. For it torch's PyNode::apply materializes zeros
+    from the output's own shape and dtype (``output_info``, not readable from
+    Python) or, with ``ctx._materialize_non_diff_grads = False``, passes None.
+    Python cannot tell that empty metadata from a real float scalar output's.
+    """
+    return (tuple(metadata.shape) == () and metadata.dtype == torch.get_default_dtype()
+            and metadata.device.type == "cpu")
+
+
+# ---------------------------------------------------------------------------
+# A node's own hooks: registered from Python, kept in C++
+# ---------------------------------------------------------------------------
+
+
+class _Found(Exception):
+    """Stops ``node.register_hook`` before C++ adds anything (see node_hook_dicts)."""
+
+
+def node_hook_dicts(node) -> tuple[dict | None, dict | None]:
+    """The node's live dicts of hooks registered from Python: (pre-hooks, hooks).
+
+    torch keeps them in C++ (a PyFunctionPreHook and a PyFunctionPostHook on
+    the node, each holding one ordered dict), with no Python API to read them.
+    But ``node.register_hook(fn)`` (registerFunctionHook in
+    python_cpp_function.cpp) finds the node's dict and hands it to
+    ``torch.autograd.Function._register_hook(dict, fn)``, a Python static
+    method, to add ``fn``; only when that returns does C++ keep anything. So
+    for a moment ``_register_hook`` is replaced with one that notes the dict
+    and raises: the node gets no hook, and the dict torch will run is found
+    (None when the node has none). ``register_prehook`` works the same way.
+    (Not thread-safe: a hook registered by another thread in that moment fails.)
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_cpp_function.cpp
+    """
+    if isinstance(node, GraphRoot):
+        return None, None
+    owner = next(c for c in torch.autograd.Function.__mro__ if "_register_hook" in c.__dict__)
+    original = owner.__dict__["_register_hook"]
+    found = []
+
+    def note_the_dict(hooks, _hook):
+        found.append(hooks)
+        raise _Found
+
+    owner._register_hook = staticmethod(note_the_dict)
+    try:
+        for register in (node.register_prehook, node.register_hook):
+            try:
+                handle = register(note_the_dict)
+            except _Found:
+                continue
+            handle.remove()  # registered after all, without our look: take it back
+    finally:
+        owner._register_hook = original
+    if len(found) != 2:
+        raise NotMirrored(f"{node.name()}: its hooks cannot be found from Python in this torch "
+                          "(register_hook does not call Function._register_hook)")
+    return found[0], found[1]
+
+
+# ---------------------------------------------------------------------------
+# Freeing saved tensors
+# ---------------------------------------------------------------------------
+
+
+class SavedTensorsReleased:
+    """The pre-hook that stands for a node's released saved tensors.
+
+    Without ``retain_graph``, torch's engine frees each node's saved tensors
+    after running it (``release_variables``), so a second backward fails in
+    that node with SECOND_BACKWARD_ERROR. No Python API frees a C++ node's
+    saved tensors; instead the mirror gives each node that saved one this
+    pre-hook, which raises the same error at the same place, in either
+    engine. The tensors themselves stay in memory until the graph is dropped,
+    and ``grad_fn._saved_self`` still reads them.
+    """
+
+    def __call__(self, grad_outputs):
+        raise RuntimeError(SECOND_BACKWARD_ERROR)
+
+
+RELEASED = SavedTensorsReleased()
+
+
+def release_variables(node) -> None:
+    """Node::release_variables, as far as Python can: see SavedTensorsReleased."""
+    if isinstance(node, GraphRoot) or not has_saved_tensors(node):
+        return
+    pre_hooks, _ = node_hook_dicts(node)
+    if pre_hooks is None or RELEASED not in pre_hooks.values():
+        node.register_prehook(RELEASED)
+
+
+def released(node) -> bool:
+    """Whether the mirror released this node's saved tensors: its guard is
+    among its pre-hooks (told apart from the user's by identity)."""
+    pre_hooks, _ = node_hook_dicts(node)
+    return pre_hooks is not None and RELEASED in pre_hooks.values()
 
 
 def has_saved_tensors(node) -> bool:
-    if isinstance(node, BackwardCFunction):
-        return bool(node._raw_saved_tensors)
-    return any(name.startswith("_raw_saved_") for name in dir(node))
+    """Whether a second backward fails in this node once its saved tensors
+    are released. A C++ node fails when it unpacks a saved tensor that was
+    defined (an undefined one unpacks as undefined, released or not: e.g.
+    ``torch.addcmul(w, a, b)`` saves neither ``a`` nor ``b`` when only ``w``
+    needs a gradient). A custom Function's ``ctx.saved_tensors`` fails once
+    released whatever ``save_for_backward`` got, even ``None``; one that saved
+    nothing is taken not to read ``ctx.saved_tensors``.
+    """
+    try:
+        if isinstance(node, BackwardCFunction):
+            return len(node._raw_saved_tensors) > 0
+        for name in dir(node):
+            if not name.startswith("_raw_saved_"):
+                continue
+            raw = getattr(node, name)
+            for saved in raw if isinstance(raw, (list, tuple)) else [raw]:
+                # .data: the tensor, or what a saved_tensors_hooks pack hook made of it (maybe None)
+                if saved.data is not None or saved.unpack_hook is not None:
+                    return True
+    except RuntimeError:  # released by torch's engine already: it fails by itself
+        return False
+    return False
 
 
 def tensor_hooks_by_edge(nodes: list) -> dict:
@@ -647,6 +779,8 @@ def evaluate_function(task: GraphTask, node, buffer: InputBuffer, queue: ReadyQu
     formula = derivative_formula(name) if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
     queue_now = queue.names() if sys.gettrace() is not None else None  # noqa: F841  (to read while stepping)
     grads_leaving, shapes_from_node = call_function(task, node, buffer)
+    if not task.keep_graph:
+        release_variables(node)
     step = Step(node, name, grads_arriving, grads_leaving, shapes_from_node)
     task.order.append(node)
     for on_node in WATCHERS:
@@ -693,25 +827,115 @@ def call_function(task: GraphTask, node, buffer: InputBuffer) -> tuple[list, lis
 
 
 def call_pre_hooks(node, inputs: list) -> list:
-    """call_pre_hooks: the node's pre-hooks (those registered with
-    ``register_node_hooks``) see, and may replace, the gradients arriving."""
-    for pre_hook, _ in list(NODE_HOOKS.get(node, ())):
-        if pre_hook is not None:
-            result = pre_hook(tuple(inputs))
-            if result is not None:
-                inputs = list(result)
-    return inputs
+    """call_pre_hooks: the node's pre-hooks (``node.register_prehook``) see,
+    and may replace, the gradients arriving: each is called with the tuple of
+    them and returns a new tuple or None (PyFunctionPreHook in python_hook.cpp).
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_hook.cpp
+    """
+    pre_hooks, _ = node_hook_dicts(node)
+    if pre_hooks is None:
+        return inputs
+    return list(call_hooks(pre_hooks, [tuple(inputs)]))
 
 
 def call_post_hooks(node, outputs: list, inputs: list) -> list:
-    """call_post_hooks: the node's hooks see the gradients leaving and
-    arriving, and may replace those leaving."""
-    for _, post_hook in list(NODE_HOOKS.get(node, ())):
-        if post_hook is not None:
-            result = post_hook(tuple(outputs), tuple(inputs))
-            if result is not None:
-                outputs = list(result)
-    return outputs
+    """call_post_hooks: the node's hooks (``node.register_hook``) are called
+    with the gradients leaving and those arriving, and may replace those
+    leaving (PyFunctionPostHook in python_hook.cpp)."""
+    _, post_hooks = node_hook_dicts(node)
+    if post_hooks is None:
+        return outputs
+    return list(call_hooks(post_hooks, [tuple(outputs), tuple(inputs)]))
+
+
+def call_hooks(hooks: dict, args: list):
+    """_call_hooks (python_hook.cpp): call every hook in the dict, in the
+    order they were registered; a hook that returns something other than None
+    replaces ``args[0]`` for the hooks after it. Returns ``args[0]``."""
+    for hook in list(hooks.values()):  # a hook may remove itself: the list is taken first
+        result = hook(*args)
+        if result is None or result is args[0]:
+            continue
+        if isinstance(args[0], tuple):
+            check_result(args[0], result, hook)
+        else:
+            check_single_result(args[0], result, hook)
+        args[0] = result
+    return args[0]
+
+
+def hook_name(hook) -> str:
+    return getattr(hook, "__name__", "<unknown>")
+
+
+def check_result(previous: tuple, result, hook) -> None:
+    """check_result (python_hook.cpp): a hook returns a tuple as long as the one it got."""
+    if not isinstance(result, tuple):
+        raise TypeError(f"expected tuple, but hook returned '{type(result).__name__}'")
+    if len(previous) != len(result):
+        raise RuntimeError(f"hook '{hook_name(hook)}' has returned an incorrect number of values "
+                           f"(got {len(result)}, but expected {len(previous)})")
+    for original, value in zip(previous, result):
+        check_single_result(original, value, hook)
+
+
+def check_single_result(original, result, hook) -> None:
+    """check_single_result and check_variable_result: a hook may not turn a
+    None gradient into a tensor, nor change a gradient's type or size."""
+    if result is None:
+        return
+    if original is None:
+        raise RuntimeError("can't replace a None gradient with a non-None value")
+    if not isinstance(result, torch.Tensor):
+        raise TypeError(f"expected Variable, but hook returned '{type(result).__name__}'")
+    if original.type() != result.type():
+        raise RuntimeError(f"hook '{hook_name(hook)}' has changed the type of value "
+                           f"(was {original.type()} got {result.type()})")
+    if original.shape != result.shape:
+        raise RuntimeError(f"hook '{hook_name(hook)}' has changed the size of value")
+
+
+def materialize_grads(node) -> bool:
+    """The flag ``ctx.set_materialize_grads`` sets on a custom Function's node.
+
+    torch gives Python a setter for it but no getter, so it is read where C++
+    keeps it: a bool inside the node's object, found by ``materialize_flag_offset``.
+    """
+    offset = materialize_flag_offset()
+    if offset is None:
+        raise NotMirrored(f"{node.name()}: ctx.set_materialize_grads cannot be read in this torch")
+    return ctypes.string_at(id(node) + offset, 1) != b"\x00"
+
+
+@functools.cache
+def materialize_flag_offset() -> int | None:
+    """Where in a custom Function's node (THPFunction, python_function.h) the
+    ``materialize_grads`` bool lies: on a node of our own, set the flag on and
+    off through torch's setter and see which one byte follows it. None if not
+    exactly one byte does.
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_function.h
+    """
+
+    class Calibrate(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    with torch.inference_mode(False), torch.enable_grad():
+        node = Calibrate.apply(torch.zeros(1, requires_grad=True)).grad_fn
+    size = torch._C._FunctionBase.__basicsize__
+    snapshots = []
+    for value in (True, False, True, False):
+        node.set_materialize_grads(value)
+        snapshots.append(ctypes.string_at(id(node), size))
+    changed = [i for i in range(size) if len({snapshot[i] for snapshot in snapshots}) > 1]
+    if len(changed) != 1 or [snapshot[changed[0]] for snapshot in snapshots] != [1, 0, 1, 0]:
+        return None
+    return changed[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -761,14 +985,17 @@ def retain_grad(tensor: torch.Tensor, gradient: torch.Tensor) -> None:
 
 
 def call_python_function(node, inputs: list) -> list:
-    """PyNode::apply: a custom ``autograd.Function``'s backward. Missing
-    gradients become zeros (``ctx.set_materialize_grads`` cannot be read from
-    Python: the default is used); the result for each forward input that
-    required grad goes to its edge, in order.
+    """PyNode::apply: a custom ``autograd.Function``'s backward. A missing
+    gradient becomes zeros shaped like its output, unless the forward called
+    ``ctx.set_materialize_grads(False)``: then backward gets None. The result
+    for each forward input that required grad goes to its edge, in order.
     https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_function.cpp
     """
-    grads = [g if g is not None else torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
-             for g, m in zip(inputs, node._input_metadata)]
+    if materialize_grads(node):
+        grads = [g if g is not None else torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
+                 for g, m in zip(inputs, node._input_metadata)]
+    else:
+        grads = list(inputs)
     result = node.apply(*grads)
     if not isinstance(result, tuple):
         result = (result,)

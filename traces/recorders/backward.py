@@ -23,6 +23,7 @@ from time import perf_counter_ns
 
 import torch
 
+from traces.mirror.engine import released
 from traces.recorders.node_hooks import register_node_hooks
 from traces.data.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.data.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
@@ -202,6 +203,7 @@ def record_backward(
         with tracer_at_work():
             for fn, node in zip(fns, recording.graph.nodes):
                 tensors = [saved for saved in node.saved if saved.shape is not None or saved.packed is not None]
-                if tensors and not tensors[0].freed and saved_tensor_freed(fn, tensors[0].name):
+                # traces/mirror/engine.py cannot free a node's saved tensors; it marks the node released.
+                if tensors and not tensors[0].freed and (saved_tensor_freed(fn, tensors[0].name) or released(fn)):
                     for saved in tensors:
                         saved.freed = True
