@@ -10,6 +10,8 @@ depth-first walk of the graph, which is the same for both builds.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -301,6 +303,35 @@ def test_reentrant_checkpoint_is_refused_before_anything_runs():
     assert layer.weight.grad is None and x.grad is None  # nothing ran
     y.backward()  # torch's own engine still can
     assert layer.weight.grad is not None
+
+
+def test_a_distributed_data_parallel_model_is_refused_before_anything_runs(monkeypatch):
+    """DDP's reducer all-reduces each parameter's gradient in a hook registered only in C++."""
+    import torch.distributed as dist
+
+    store = dist.TCPStore("127.0.0.1", 0, 1, True)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # init_process_group replaces it: put it back after
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(3, 2)))
+        loss = model(torch.randn(4, 3)).sum()
+        with pytest.raises(engine.NotMirrored) as refused:
+            engine.backward(loss, retain_graph=True)
+        assert all(p.grad is None for p in model.parameters())  # nothing ran
+        loss.backward()  # torch's own engine still can
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+    assert str(refused.value) in (
+        f"torch::autograd::AccumulateGrad: a DistributedDataParallel parameter ({name}, {shape}); DDP averages its "
+        "gradient across ranks in a hook registered only in C++, which the mirror cannot see or run"
+        for name, shape in [("0.weight", (2, 3)), ("0.bias", (2,))]
+    )
+    # Without a live DDP model the same parameters are mirrored.
+    plain = nn.Linear(3, 2)
+    engine.backward(plain(torch.randn(4, 3)).sum())
+    assert plain.weight.grad is not None
 
 
 class WrongShape(torch.autograd.Function):

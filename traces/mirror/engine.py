@@ -29,9 +29,11 @@ finds them through the one Python call torch makes when one is registered.
 
 What Python cannot see is refused before anything runs, with ``NotMirrored``
 (one line naming the node and why); call ``loss.backward()`` instead then.
-Known differences, all outside the numbers (see the README):
+That includes the parameters of a live DistributedDataParallel model, whose
+reducer hooks their gradients in C++. Known differences, all outside the
+numbers (see docs/engine.md):
 
-- hooks registered only in C++ (a C++ extension's, DDP's) are not seen; nor a
+- other hooks registered only in C++ (a C++ extension's) are not seen; nor a
   tensor hook whose tensor's Python object is gone;
 - saved tensors are not freed: no Python API frees a C++ node's saved
   tensors. Without ``retain_graph`` the mirror gives each node torch would
@@ -390,8 +392,13 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask, root_edges) -> N
     nodes = [graph_root, *task.dependencies]
     edges_in = {(next_node, input_nr) for node in nodes for next_node, input_nr in node.next_functions}
     edges_in.update(root_edges)
+    synchronized = parameters_synchronized_in_cpp()
     for node in nodes:
         name = node.name()
+        if id(getattr(node, "variable", None)) in synchronized:
+            raise NotMirrored(f"{name}: a DistributedDataParallel parameter {synchronized[id(node.variable)]}; DDP "
+                              "averages its gradient across ranks in a hook registered only in C++, which the "
+                              "mirror cannot see or run")
         node_hook_dicts(node)  # raises NotMirrored where a node's hooks cannot be found
         if isinstance(node, BackwardCFunction) and materialize_grads(node):
             for input_nr, metadata in enumerate(node._input_metadata):
@@ -406,6 +413,22 @@ def refuse_what_cannot_be_mirrored(graph_root, task: GraphTask, root_edges) -> N
             if metadata.device.type != "cpu":
                 raise NotMirrored(f"{name}: runs on the {metadata.device} device thread; "
                                   "the mirror runs CPU graphs")
+
+
+def parameters_synchronized_in_cpp() -> dict[int, str]:
+    """The parameters of every live DistributedDataParallel model, by id: DDP's reducer hooks
+    each one's AccumulateGrad in C++ (to all-reduce its gradient), where Python cannot see the
+    hook. Only looked for while a process group is up, as DDP needs one."""
+    distributed = getattr(torch, "distributed", None)
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return {}
+    ddp_class = torch.nn.parallel.DistributedDataParallel
+    found = {}
+    for obj in gc.get_objects():
+        if issubclass(type(obj), ddp_class):
+            found.update({id(parameter): f"({name}, {tuple(parameter.shape)})"
+                          for name, parameter in obj.module.named_parameters()})
+    return found
 
 
 def may_be_non_differentiable(metadata) -> bool:
