@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pydevd_plugins.extensions import stepthrough_session, stepthrough_variables
 from pydevd_plugins.extensions.stepthrough_variables import Note
-from traces.data.graph import FREED, PACKED, saved_for_backward
+from traces.data.graph import FREED, PACKED, node_hook_dicts, saved_for_backward
 from traces.data.tensors import LINE_VALUES, describe
 from traces.recorders.tracer import Tracer
 
@@ -230,7 +230,20 @@ def test_a_node_expands_to_its_next_nodes_saved_values_and_hooks():
     assert found["name"] == "MulBackward0"
     assert type(found["next_functions[0]"]).__name__ == "AddBackward0"
     assert found["saved self"].item() == 3.0 and found["saved other"].item() == 2.0
-    assert found["hooks"] == "not listed: torch keeps a node's own hooks in C++"
+    assert found["hooks"] == "none"
+    assert node_hook_dicts(y.grad_fn) == (None, None)  # looking added no hook
+
+    def before(grad_outputs):
+        return None
+
+    def after(grad_inputs, grad_outputs):
+        return None
+
+    pre, post = y.grad_fn.register_prehook(before), y.grad_fn.register_hook(after)
+    assert children(y.grad_fn)["hooks"] == {f"pre-hook {pre.id}": before, f"hook {post.id}": after}
+    pre.remove()
+    assert children(y.grad_fn)["hooks"] == {f"hook {post.id}": after}
+    post.remove()
     assert stepthrough_variables.one_line(y.grad_fn) == "MulBackward0 · next: AddBackward0, AddBackward0"
     y.backward()
     assert children(y.grad_fn)["saved self"] == "freed by backward"

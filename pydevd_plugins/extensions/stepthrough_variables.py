@@ -363,13 +363,22 @@ def node_children(fn) -> list[tuple[str, object, str | None]]:
 
 
 def node_hooks(fn) -> object:
-    """The hooks Python can see: an AccumulateGrad's leaf's tensor hooks. A node's own
-    hooks (``register_hook``, ``register_prehook``) live in C++, where Python cannot list them."""
+    """The node's own hooks (``register_prehook``, ``register_hook``, found with
+    ``graph.node_hook_dicts``) and, for an AccumulateGrad, its leaf's tensor hooks. A
+    non-leaf tensor's hooks (``tensor.register_hook``) are on that tensor."""
+    graph = library("graph")
+    hooks: dict = {}
     leaf = getattr(fn, "variable", None)
     if leaf is not None:
-        hooks = {**(leaf._backward_hooks or {}), **(getattr(leaf, "_post_accumulate_grad_hooks", None) or {})}
-        return hooks or Note("none on the leaf")
-    return Note("not listed: torch keeps a node's own hooks in C++")
+        hooks.update(leaf._backward_hooks or {})
+        hooks.update(getattr(leaf, "_post_accumulate_grad_hooks", None) or {})
+    try:
+        pre_hooks, post_hooks = graph.node_hook_dicts(fn)
+    except Exception as error:  # a node of a kind that takes no hooks, or a torch that hides them
+        return hooks or Note(f"not read: {type(error).__name__}: {error}")
+    hooks.update({f"pre-hook {key}": hook for key, hook in (pre_hooks or {}).items()})
+    hooks.update({f"hook {key}": hook for key, hook in (post_hooks or {}).items()})
+    return hooks or Note("none on the leaf" if leaf is not None else "none")
 
 
 # -- every attribute ---------------------------------------------------------------------

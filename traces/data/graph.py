@@ -437,3 +437,53 @@ def saved_tensor_freed(fn, name: str) -> bool:
     if index:
         raw = raw[int(index.rstrip("]"))]
     return raw.data is None and raw.unpack_hook is None  # a tensor or a packed value was there before
+
+
+# A node's own hooks: registered from Python, kept in C++
+
+
+class HooksNotFound(RuntimeError):
+    """This torch keeps a node's hooks without the Python call ``node_hook_dicts`` watches."""
+
+
+class _Found(Exception):
+    """Stops ``node.register_hook`` before C++ adds anything (see node_hook_dicts)."""
+
+
+def node_hook_dicts(node) -> tuple[dict | None, dict | None]:
+    """The node's live dicts of hooks registered from Python: (pre-hooks, hooks).
+
+    torch keeps them in C++ (a PyFunctionPreHook and a PyFunctionPostHook on
+    the node, each holding one ordered dict), with no Python API to read them.
+    But ``node.register_hook(fn)`` (registerFunctionHook in
+    python_cpp_function.cpp) finds the node's dict and hands it to
+    ``torch.autograd.Function._register_hook(dict, fn)``, a Python static
+    method, to add ``fn``; only when that returns does C++ keep anything. So
+    for a moment ``_register_hook`` is replaced with one that notes the dict
+    and raises: the node gets no hook, and the dict torch will run is found
+    (None when the node has none). ``register_prehook`` works the same way.
+    (Not thread-safe: a hook registered by another thread in that moment fails.)
+    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_cpp_function.cpp
+    """
+    owner = next(c for c in torch.autograd.Function.__mro__ if "_register_hook" in c.__dict__)
+    original = owner.__dict__["_register_hook"]
+    found = []
+
+    def note_the_dict(hooks, _hook):
+        found.append(hooks)
+        raise _Found
+
+    owner._register_hook = staticmethod(note_the_dict)
+    try:
+        for register in (node.register_prehook, node.register_hook):
+            try:
+                handle = register(note_the_dict)
+            except _Found:
+                continue
+            handle.remove()  # registered after all, without our look: take it back
+    finally:
+        owner._register_hook = original
+    if len(found) != 2:
+        raise HooksNotFound("its hooks cannot be found from Python in this torch "
+                            "(register_hook does not call Function._register_hook)")
+    return found[0], found[1]

@@ -63,6 +63,7 @@ from torch.autograd import _make_grads, _tensor_or_tensors_to_tuple
 from torch.autograd.function import BackwardCFunction
 
 from traces.below.formulas import node_derivative
+from traces.data import graph
 
 TORCH_COMMIT = torch.version.git_version
 SOURCE = f"https://github.com/pytorch/pytorch/blob/{TORCH_COMMIT}/torch/csrc/autograd"
@@ -448,49 +449,15 @@ def may_be_non_differentiable(metadata) -> bool:
 # ---------------------------------------------------------------------------
 
 
-class _Found(Exception):
-    """Stops ``node.register_hook`` before C++ adds anything (see node_hook_dicts)."""
-
-
 def node_hook_dicts(node) -> tuple[dict | None, dict | None]:
-    """The node's live dicts of hooks registered from Python: (pre-hooks, hooks).
-
-    torch keeps them in C++ (a PyFunctionPreHook and a PyFunctionPostHook on
-    the node, each holding one ordered dict), with no Python API to read them.
-    But ``node.register_hook(fn)`` (registerFunctionHook in
-    python_cpp_function.cpp) finds the node's dict and hands it to
-    ``torch.autograd.Function._register_hook(dict, fn)``, a Python static
-    method, to add ``fn``; only when that returns does C++ keep anything. So
-    for a moment ``_register_hook`` is replaced with one that notes the dict
-    and raises: the node gets no hook, and the dict torch will run is found
-    (None when the node has none). ``register_prehook`` works the same way.
-    (Not thread-safe: a hook registered by another thread in that moment fails.)
-    https://github.com/pytorch/pytorch/blob/5c4886908584029761b579af026dcfb627c84070/torch/csrc/autograd/python_cpp_function.cpp
-    """
+    """The node's live dicts of hooks registered from Python, (pre-hooks, hooks), as
+    ``traces.data.graph.node_hook_dicts`` finds them; refused where this torch hides them."""
     if isinstance(node, GraphRoot):
         return None, None
-    owner = next(c for c in torch.autograd.Function.__mro__ if "_register_hook" in c.__dict__)
-    original = owner.__dict__["_register_hook"]
-    found = []
-
-    def note_the_dict(hooks, _hook):
-        found.append(hooks)
-        raise _Found
-
-    owner._register_hook = staticmethod(note_the_dict)
     try:
-        for register in (node.register_prehook, node.register_hook):
-            try:
-                handle = register(note_the_dict)
-            except _Found:
-                continue
-            handle.remove()  # registered after all, without our look: take it back
-    finally:
-        owner._register_hook = original
-    if len(found) != 2:
-        raise NotMirrored(f"{node.name()}: its hooks cannot be found from Python in this torch "
-                          "(register_hook does not call Function._register_hook)")
-    return found[0], found[1]
+        return graph.node_hook_dicts(node)
+    except graph.HooksNotFound as error:
+        raise NotMirrored(f"{node.name()}: {error}") from None
 
 
 # ---------------------------------------------------------------------------
