@@ -364,3 +364,39 @@ def test_a_non_differentiable_output_gets_none_without_materializing_in_both():
         grads.append(x.grad)
     assert_bitwise_equal(grads[0], grads[1], "x.grad")
     assert grads[1].tolist() == [100.0, 1.0, 10.0]
+
+
+# --- AccumulateGrad: torch may take the gradient itself; the mirror copies it ---------
+
+
+class Doubled(torch.autograd.Function):
+    """Notes where the gradient it returns lives, keeping no reference to it."""
+
+    returned_at: list[int] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = grad * 2
+        Doubled.returned_at.append(out.data_ptr())
+        return out
+
+
+@pytest.mark.parametrize("run", ["torch", "mirror"])
+def test_a_fresh_gradient_is_taken_by_torch_and_copied_by_the_mirror(run):
+    """AccumulateGrad (accumulate_grad.h) takes a gradient nobody else holds as ``.grad``
+    without copying it. The mirror calls the same node, but from Python, where the gradient's
+    tensor object is a second reference, so the node copies: the same numbers, other memory
+    (docs/engine.md). Adding into an existing ``.grad`` is in place in both."""
+    backward = torch.autograd.backward if run == "torch" else engine.backward
+    x = torch.randn(5, requires_grad=True)
+    Doubled.returned_at.clear()
+    backward(Doubled.apply(x).sum())
+    assert torch.equal(x.grad, torch.full((5,), 2.0))
+    assert (x.grad.data_ptr() == Doubled.returned_at[0]) is (run == "torch")
+    first = x.grad.data_ptr()
+    backward(Doubled.apply(x).sum())
+    assert torch.equal(x.grad, torch.full((5,), 4.0)) and x.grad.data_ptr() == first

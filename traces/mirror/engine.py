@@ -44,7 +44,10 @@ numbers (see docs/engine.md):
   node after the first backward does not run in the failing second one
   (torch would run it first);
 - a custom Function that saved nothing but reads ``ctx.saved_tensors`` fails
-  a second backward in torch, not in the mirror.
+  a second backward in torch, not in the mirror;
+- ``AccumulateGrad`` copies a fresh gradient into ``.grad`` where torch's
+  engine, holding its only reference, lets the node take the tensor itself:
+  called from Python, the gradient's tensor object is a second reference.
 """
 
 from __future__ import annotations
