@@ -26,10 +26,10 @@ This module, ``__main__`` and ``_starting`` are the face on top.
 """
 
 import traces._starting  # noqa: F401  isort: skip (first: Ctrl-C while `python -m traces` loads torch is one line)
-from traces.recorders.backward import BackwardRecording, BackwardStep, record_backward
 from traces.data.graph import AutogradGraph, AutogradNode, Edge, walk_graph
-from traces.recorders.any_code import record
 from traces.data.trace import Trace
+from traces.recorders.any_code import record
+from traces.recorders.backward import BackwardRecording, BackwardStep, record_backward
 from traces.recorders.tracer import NO_TRACE, Tracer
 
 

@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     script_file = os.path.realpath(script)
     args.page_folder = Path.cwd()  # where --html writes: the script may change the current folder
-    from traces.recorders.any_code import BackwardWatch, watching
     from traces.basics.places import paths_from
+    from traces.recorders.any_code import BackwardWatch, watching
     from traces.recorders.tracer import Tracer
 
     tracer = Tracer(native=args.native)

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
+from traces.basics.saving import write_atomically
 from traces.below.links import repository_link, torch_commit
 from traces.below.nodes import CPP_NODES, DERIVATIVES_YAML, cpp_node_entries, node_entries
 from traces.below.schema import NATIVE_FUNCTIONS_YAML, TAGS_YAML, entry_lines, function_entries
-from traces.basics.saving import write_atomically
 
 # Bump when the cached index's layout changes: old cache files are then ignored.
 INDEX_FORMAT = 3  # 3: a first line with the sha256 of the JSON after it

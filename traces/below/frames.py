@@ -19,6 +19,7 @@ from typing import Any
 
 from traces.below.links import portable_path
 
+
 @dataclass
 class CppLayer:
     """Consecutive C++ frames of one layer, outermost first; plumbing frames are counted, not listed."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from traces.data.graph import AutogradGraph
 from traces.below.dispatcher import OpKernel
+from traces.data.graph import AutogradGraph
 from traces.data.tensors import TensorSummary
 
 if TYPE_CHECKING:

@@ -56,8 +56,8 @@ import ctypes
 import functools
 import gc
 import sys
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 

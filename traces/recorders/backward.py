@@ -23,11 +23,11 @@ from time import perf_counter_ns
 
 import torch
 
-from traces.mirror.engine import released
-from traces.recorders.node_hooks import register_node_hooks
 from traces.data.graph import AutogradGraph, ModuleInfo, PlaceOf, autograd_nodes, describe_graph, saved_tensor_freed
 from traces.data.tensors import TensorSummary, no_python_dispatch, summarize, tracer_at_work
 from traces.data.trace import BackwardRecording, BackwardStep
+from traces.mirror.engine import released
+from traces.recorders.node_hooks import register_node_hooks
 
 
 def _summaries(gradients) -> list[TensorSummary | None]:

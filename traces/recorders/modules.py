@@ -32,10 +32,9 @@ import warnings
 import torch
 from torch import nn
 
-from traces.data.graph import ModuleInfo
 from traces.basics.places import users_frame, users_line
+from traces.data.graph import ModuleInfo
 from traces.data.tensors import iter_tensors, tracer_at_work
-
 
 COMPILE_HOOK_WARNING = r"Using `torch.compile\(module\)` when there are global hooks on modules"
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 import sys
 import threading
 from bisect import bisect_right
-from sys import gettrace, settrace
 from collections.abc import Callable
 from dataclasses import dataclass
+from sys import gettrace, settrace
 from types import FrameType
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from traces.below.dispatcher import FirstCall, observe_call
 from traces.basics.places import importing_now, node_makers_line
+from traces.below.dispatcher import FirstCall, observe_call
 from traces.data.tensors import _tracer_at_work as _at_work
 from traces.data.tensors import dtype_name, iter_tensors
 from traces.data.trace import OpCall, TensorMeta

@@ -18,10 +18,10 @@ import os
 import sys
 from types import CodeType, FrameType
 
-from traces.recorders.modules import is_compiling
 from traces.basics.places import importing_now
 from traces.data.tensors import is_tracer_at_work
 from traces.data.trace import SourceEntry
+from traces.recorders.modules import is_compiling
 
 # Torch runs this before every operator while a Python dispatch mode (the ops
 # view's) is active, so it and what it calls belong to the tracer, not the scenario.

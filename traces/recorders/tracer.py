@@ -9,18 +9,18 @@ from typing import Any, ContextManager
 
 import torch
 
-from traces.recorders.backward import BackwardRecording, record_backward
-from traces.data.graph import autograd_nodes, input_node_ids
-from traces.recorders.modules import ModuleRecorder
+from traces.basics.places import TORCH_DIR, TRACES_DIR
 from traces.below.cache import installed_index
 from traces.below.dispatcher import describe_ops
 from traces.below.formulas import node_derivative
 from traces.below.links import torch_commit
-from traces.recorders.ops import OpRecorder
-from traces.basics.places import TORCH_DIR, TRACES_DIR
-from traces.recorders.source import SourceRecorder
+from traces.data.graph import autograd_nodes, input_node_ids
 from traces.data.tensors import tracer_at_work
 from traces.data.trace import NATIVE_NOT_ASKED, Trace
+from traces.recorders.backward import BackwardRecording, record_backward
+from traces.recorders.modules import ModuleRecorder
+from traces.recorders.ops import OpRecorder
+from traces.recorders.source import SourceRecorder
 
 
 class Tracer:

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from traces.basics.paths import portable_path
+from traces.data.graph import AutogradNode
+from traces.data.tensors import TensorSummary
+from traces.data.trace import Trace
 from traces.render.grouping import (
     DEFAULT_DEPTH,
     combined_norm,
@@ -23,10 +27,6 @@ from traces.render.grouping import (
     opened_modules,
     summary_norm,
 )
-from traces.data.graph import AutogradNode
-from traces.basics.paths import portable_path
-from traces.data.tensors import TensorSummary
-from traces.data.trace import Trace
 
 MAX_LEAF_VALUES = 4  # a leaf with more values is labelled with its dtype and shape
 LEFT_TO_RIGHT_UP_TO = 10  # nodes; larger pictures run top to bottom

@@ -13,12 +13,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from traces.basics.saving import digest, write_set
+from traces.data.trace import Trace
 from traces.render.json_file import trace_to_json
 from traces.render.mermaid import to_mermaid
 from traces.render.page import to_html
 from traces.render.picture import NO_DOT, dot_available, to_svg
-from traces.basics.saving import digest, write_set
-from traces.data.trace import Trace
 
 
 def render_mermaid(trace: Trace, directory: Path, depth: int | None) -> tuple[bytes | None, str | None]:

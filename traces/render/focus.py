@@ -21,12 +21,12 @@ from collections import deque
 from rich.console import Console
 from rich.text import Text
 
-from traces.recorders.backward import BackwardStep
 from traces.below.formulas import gradient_equations
 from traces.data.graph import AutogradGraph, AutogradNode
+from traces.data.trace import Trace
+from traces.recorders.backward import BackwardStep
 from traces.render.terminal_lines import Lines, arriving_text, gradient_text, location_text
 from traces.render.terminal_native import slot_targets
-from traces.data.trace import Trace
 
 
 class UnknownFocus(ValueError):

@@ -8,8 +8,8 @@ names and values; a model's modules are grouped in a box per module.
 
 from __future__ import annotations
 
-from traces.render.drawing import Box, drawing
 from traces.data.trace import Trace
+from traces.render.drawing import Box, drawing
 
 SHAPES = {"leaf": "([{}])", "function": "[{}]", "module": "[{}]"}
 

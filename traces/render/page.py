@@ -28,12 +28,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from traces.below.formulas import gradient_equations
-from traces.render.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
-from traces.render.json_file import strict_numbers, trace_to_dict
 from traces.basics.paths import PROJECT_ROOT
 from traces.basics.places import base_folder
+from traces.below.formulas import gradient_equations
 from traces.data.trace import Trace
+from traces.render.grouping import DEFAULT_DEPTH, NODE_BY_NODE, module_tree, structure
+from traces.render.json_file import strict_numbers, trace_to_dict
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "page_template.html"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import shutil
 
-from traces.render.drawing import Box, Drawing, drawing
 from traces.data.trace import Trace
+from traces.render.drawing import Box, Drawing, drawing
 
 NO_DOT = "Graphviz's dot program is not installed, so no SVG was drawn (apt-get install graphviz)"
 

@@ -17,6 +17,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from traces.basics.places import shown_path
+from traces.data.graph import AutogradGraph, AutogradNode, SavedValue
+from traces.data.trace import VIEWS, Trace
+from traces.recorders.ops import fold_calls, passes
+from traces.render.focus import add_node, focused_nodes, render_focus
 from traces.render.grouping import (
     DEFAULT_DEPTH,
     Fold,
@@ -31,13 +36,8 @@ from traces.render.grouping import (
     module_tree,
     opened_modules,
 )
-from traces.data.graph import AutogradGraph, AutogradNode, SavedValue
-from traces.recorders.ops import fold_calls, passes
-from traces.basics.places import shown_path
-from traces.render.focus import add_node, focused_nodes, render_focus
 from traces.render.terminal_lines import Lines, arriving_text, edge_gradient_text, gradient_text, location_text
 from traces.render.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
-from traces.data.trace import VIEWS, Trace
 
 PHASES = ("forward", "backward")
 MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the rest are counted

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from traces.data.graph import AutogradNode
 from traces.basics.places import shown_path
+from traces.data.graph import AutogradNode
 from traces.data.tensors import TensorSummary
 
 

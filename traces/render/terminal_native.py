@@ -17,13 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from traces.recorders.backward import BackwardStep
 from traces.below.dispatcher import OpKernel
 from traces.below.formulas import gradient_equations
 from traces.below.frames import CppLayer
 from traces.below.links import SourceLink
 from traces.data.graph import AutogradGraph, AutogradNode
 from traces.data.trace import Trace
+from traces.recorders.backward import BackwardStep
 
 
 def numbered(links: Iterable[SourceLink | None]) -> dict[str, int]:
