@@ -138,3 +138,22 @@ def test_the_check_sees_an_upward_import_in_a_function_body(monkeypatch, tmp_pat
 def test_each_floor_says_what_it_holds(floor):
     docstring = ast.get_docstring(ast.parse((TRACES / floor / "__init__.py").read_text()))
     assert docstring is not None and docstring.startswith(f"Floor {FLOORS[floor]}"), docstring
+
+
+def test_every_floor_and_its_files_go_into_the_installed_package():
+    """A non-editable install gets every floor and the page's script and template."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((TRACES.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = set(find_packages(where=TRACES.parent, include=config["packages"]["find"]["include"]))
+    assert {f"traces.{floor}" for floor in FLOORS} <= packages
+    assets = [
+        path.relative_to(TRACES)
+        for path in TRACES.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and not {"recorded", "__pycache__"} & set(path.parts)
+    ]
+    assert sorted(map(str, assets)) == ["render/page.js", "render/page_template.html"]
+    for asset in assets:
+        assert asset.name in config["package-data"][".".join(("traces", *asset.parent.parts))]
