@@ -69,3 +69,48 @@ def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, l
     assert module.main(argv) == 0
     [facts] = returned
     return facts, capsys.readouterr().out.splitlines()
+
+
+# -- debug sessions shared by several test files (i23-suite-b) ------------------------------------
+# A debug session starts the debugpy adapter and a debuggee that imports torch: seconds each.
+# A session that several files read runs once per test session, here; each test asserts its facts.
+
+
+@pytest.fixture(scope="session")
+def unsqueeze_session() -> dict:
+    """One session of "Scenario: unsqueeze" from .vscode/launch.json: F11 on ``u = x.unsqueeze(0)``
+    (tests/test_unsqueeze_debugging.py), then a breakpoint in torch.autograd.backward, where the
+    graph below ``tensors`` is read (the README's row, tests/test_readme_debugging.py)."""
+    import re
+
+    import torch
+
+    import scenarios.unsqueeze
+    from dap_client import DebugSession, first_body_line
+    from vscode_files import scenario_configuration, substitute
+
+    path = scenarios.unsqueeze.__file__
+    lines = Path(path).read_text().splitlines()
+    line = 1 + next(i for i, text in enumerate(lines) if "u = x.unsqueeze(0)" in text)
+    torch_path, torch_line = first_body_line(torch.autograd.backward)
+    seen = {"configuration": substitute(scenario_configuration("unsqueeze")), "path": path, "line": line}
+    with DebugSession() as session:
+        session.initialize()
+        launch = session.launch(seen["configuration"])
+        [seen["placed"]] = session.set_breakpoints(path, [line])
+        session.request("configurationDone")
+        session.response(launch)
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.request("stepIn", {"threadId": thread_id})
+        seen["step_reason"] = session.wait_for_event("stopped")["body"]["reason"]
+        seen["after_step"] = session.top_frame(thread_id)
+
+        session.set_breakpoints(path, [])
+        [seen["placed_in_torch"]] = session.set_breakpoints(torch_path, [torch_line])
+        session.request("continue", {"threadId": thread_id})
+        frame = session.top_frame(session.wait_for_event("stopped")["body"]["threadId"])["id"]
+        seen["next_functions"] = {
+            expression: re.findall(r"<(\w+) object", session.evaluate(f"tensors.grad_fn.{expression}", frame))
+            for expression in ("next_functions", "next_functions[0][0].next_functions", "next_functions[1][0].next_functions")
+        }
+    return seen

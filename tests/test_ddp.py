@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.launcher.api as launcher_api
 from conftest import ROOT
 from dap_client import DebugSession, first_body_line
 from test_debug_session import scenario_line
@@ -194,10 +195,20 @@ def test_the_ranks_option_is_the_launchers_alone():
         (["--ranks", "two"], "argument --ranks: 'two' is not a whole number"),
     ],
 )
-def test_a_bad_option_is_one_line_before_any_rank_starts(argv, message):
-    run = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=WAIT)
+def test_a_bad_option_is_one_line_before_any_rank_starts(argv, message, monkeypatch, capsys):
+    # In this process, as the launcher's main(argv): a process per bad option would only import torch again.
+    monkeypatch.setattr(launcher_api, "elastic_launch", lambda *args, **kwargs: pytest.fail("a rank was started"))
+    with pytest.raises(SystemExit) as exit_info:
+        ddp.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err.startswith(f"scenarios/ddp.py: error: {message}") and err.count("\n") == 1
+
+
+def test_a_bad_option_from_the_shell_is_one_line_and_status_2():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--ranks", "0"], capture_output=True, text=True, timeout=WAIT)
     assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.startswith(f"scenarios/ddp.py: error: {message}") and run.stderr.count("\n") == 1
+    assert run.stderr.startswith("scenarios/ddp.py: error: argument --ranks: 0 is too small") and run.stderr.count("\n") == 1
 
 
 def test_the_benchmark_refuses_a_bad_value_in_one_line():

@@ -44,6 +44,13 @@ def line_calling(function, method: str, on: str) -> tuple[str, int]:
     raise LookupError(f"{function.__name__} never calls {on}.{method}()")
 
 
+def scenario_line(function, text: str) -> tuple[str, int]:
+    """The file and line of the statement ``text`` in ``function``."""
+    lines, first_line = inspect.getsourcelines(function)
+    [index] = [index for index, line in enumerate(lines) if line.strip() == text]
+    return inspect.getsourcefile(function), first_line + index
+
+
 # Read in the paused program: is TCP_NODELAY set on pydevd's socket to the adapter?
 NODELAY_OF_THE_DEBUGGER_SOCKET = (
     "__import__('pydevd').get_global_debugger().writer.sock"
@@ -62,34 +69,76 @@ def backward_configuration() -> dict:
     return substitute(scenario_configuration("backward"))
 
 
-def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configuration):
-    path, line = first_body_line(torch.autograd.backward)
-    assert backward_configuration["justMyCode"] is False
+@pytest.fixture(scope="module")
+def backward_session() -> dict:
+    """One debug session of the backward scenario's configuration (with --trace), shared by the
+    tests that read it: what F11 does at ``a = w + x`` and through the first ``y.backward()``
+    (the traced one), then what a breakpoint in torch.autograd.backward shows at the next call
+    (the second ``y.backward()``, on the same y), then the run to its end."""
+    configuration = substitute(scenario_configuration("backward"))
+    path, add_line = scenario_line(scenarios.backward.backward_pass, "a = w + x")
+    _, backward_line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
+    torch_path, torch_line = first_body_line(torch.autograd.backward)
+    seen = {"step_reasons": [], "stops": []}
     with DebugSession() as session:
         session.initialize()
-        launch = session.launch({**backward_configuration, "env": {KEEP_NAGLE_VARIABLE: None}})  # None: unset
-        [placed] = session.set_breakpoints(path, [line])
+        launch = session.launch({**configuration, "env": {KEEP_NAGLE_VARIABLE: None}})  # None: unset
+        session.set_breakpoints(path, [add_line])
         session.request("configurationDone")
         session.response(launch)  # the adapter answers "launch" only now
 
-        assert placed["verified"] is True, placed
-        assert placed["line"] == line
-        stopped = session.wait_for_event("stopped")
-        assert stopped["body"]["reason"] == "breakpoint"
-        frame = session.top_frame(stopped["body"]["threadId"])
-        assert in_torch(frame["source"]["path"], "autograd", "__init__.py")
-        assert (frame["name"], frame["line"]) == ("backward", line)
-        tensors = session.local_variables(frame["id"])["tensors"]
-        # y = a * b = (1 + 2) * (1 + 1), the scenario's first y.backward()
-        assert tensors["type"] == "Tensor"
-        assert tensors["value"] == "Tensor[] float32 cpu = 6 · grad_fn=MulBackward0"
-        # The extension turned Nagle's algorithm off on the debugger's socket.
-        assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) != 0
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        session.request("stepIn", {"threadId": thread_id})  # w + x runs in C++ (and through the trace's mode)
+        seen["step_reasons"].append(session.wait_for_event("stopped")["body"]["reason"])
+        seen["after_add"] = session.top_frame(thread_id)
 
-        assert session.set_breakpoints(path, []) == []  # so the later backward() calls run through
-        session.request("continue", {"threadId": stopped["body"]["threadId"]})
-        assert session.run_to_end() == 0
-        assert "w.grad = 5.0" in session.terminal_output()
+        # F11 all the way through y.backward(): torch's Python, never the trace's hooks or mode.
+        session.set_breakpoints(path, [backward_line])
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        session.set_breakpoints(path, [])
+        while len(seen["stops"]) < 400:
+            session.request("stepIn", {"threadId": thread_id})
+            seen["step_reasons"].append(session.wait_for_event("stopped")["body"]["reason"])
+            frame = session.top_frame(thread_id)
+            seen["stops"].append((frame["source"]["path"], frame["name"], frame["line"]))
+            if Path(frame["source"]["path"]) == Path(path) and frame["line"] > backward_line:
+                break
+
+        # A breakpoint in torch: the next backward() stops there.
+        [seen["placed"]] = session.set_breakpoints(torch_path, [torch_line])
+        session.request("continue", {"threadId": thread_id})
+        seen["stopped"] = session.wait_for_event("stopped")
+        seen["frame"] = frame = session.top_frame(seen["stopped"]["body"]["threadId"])
+        seen["tensors"] = session.local_variables(frame["id"])["tensors"]
+        seen["nodelay"] = int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"]))
+        seen["cleared"] = session.set_breakpoints(torch_path, [])  # so the later backward() calls run through
+        session.request("continue", {"threadId": thread_id})
+        seen["exit_code"] = session.run_to_end()
+        seen["output"] = session.terminal_output()
+    return seen
+
+
+def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configuration, backward_session):
+    path, line = first_body_line(torch.autograd.backward)
+    assert backward_configuration["justMyCode"] is False
+    placed = backward_session["placed"]
+    assert placed["verified"] is True, placed
+    assert placed["line"] == line
+    stopped = backward_session["stopped"]
+    assert stopped["body"]["reason"] == "breakpoint"
+    frame = backward_session["frame"]
+    assert in_torch(frame["source"]["path"], "autograd", "__init__.py")
+    assert (frame["name"], frame["line"]) == ("backward", line)
+    tensors = backward_session["tensors"]
+    # y = a * b = (1 + 2) * (1 + 1), the y of the scenario's y.backward() calls
+    assert tensors["type"] == "Tensor"
+    assert tensors["value"] == "Tensor[] float32 cpu = 6 · grad_fn=MulBackward0"
+    # The extension turned Nagle's algorithm off on the debugger's socket.
+    assert backward_session["nodelay"] != 0
+    assert backward_session["cleared"] == []
+    assert backward_session["exit_code"] == 0
+    assert "w.grad = 5.0" in backward_session["output"]
 
 
 def test_with_just_my_code_the_breakpoint_in_torch_is_refused(backward_configuration):
@@ -309,54 +358,28 @@ def test_a_dataloader_worker_answers_at_once_and_stops_at_its_breakpoints(tmp_pa
 # -- F11 with --trace -----------------------------------------------------------------------
 
 
-def scenario_line(function, text: str) -> tuple[str, int]:
-    """The file and line of the statement ``text`` in ``function``."""
-    lines, first_line = inspect.getsourcelines(function)
-    [index] = [index for index, line in enumerate(lines) if line.strip() == text]
-    return inspect.getsourcefile(function), first_line + index
-
-
-def test_step_in_under_trace_never_enters_the_tracer(backward_configuration):
-    path, add_line = scenario_line(scenarios.backward.backward_pass, "a = w + x")
+def test_step_in_under_trace_never_enters_the_tracer(backward_configuration, backward_session):
+    path, _ = scenario_line(scenarios.backward.backward_pass, "a = w + x")
     _, next_line = scenario_line(scenarios.backward.backward_pass, "b = w + 1")
     _, backward_line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
     assert backward_configuration["args"][:1] == ["--trace"]
-    with DebugSession() as session:
-        session.initialize()
-        session.launch(backward_configuration)
-        session.set_breakpoints(path, [add_line])
-        session.request("configurationDone")
+    assert set(backward_session["step_reasons"]) == {"step"}
+    frame = backward_session["after_add"]
+    assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
 
-        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        session.request("stepIn", {"threadId": thread_id})  # w + x runs in C++ (and through the trace's mode)
-        assert session.wait_for_event("stopped")["body"]["reason"] == "step"
-        frame = session.top_frame(thread_id)
-        assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
+    stops = backward_session["stops"]
+    first_path, first_name, first_line = stops[0]  # the first F11 lands in torch/_tensor.py Tensor.backward
+    lines, start = inspect.getsourcelines(torch.Tensor.backward)
+    assert in_torch(first_path, "_tensor.py") and first_name == "backward"
+    assert start <= first_line < start + len(lines)
+    last_path, _, last_line = stops[-1]
+    assert Path(last_path) == Path(path) and last_line > backward_line
+    assert "backward" in {name for source, name, _ in stops if in_torch(source, "_tensor.py")}
+    assert "backward" in {name for source, name, _ in stops if in_torch(source, "autograd", "__init__.py")}
+    assert [stop for stop in stops if "traces" in Path(stop[0]).parts or "_library" in Path(stop[0]).parts] == []
+    assert backward_session["exit_code"] == 0
+    assert "AccumulateGrad" in backward_session["output"]  # the trace was recorded and printed
 
-        # F11 all the way through y.backward(): torch's Python, never the trace's hooks or mode.
-        session.set_breakpoints(path, [backward_line])
-        session.request("continue", {"threadId": thread_id})
-        session.wait_for_event("stopped")
-        session.set_breakpoints(path, [])
-        stops = []
-        while len(stops) < 400:
-            session.request("stepIn", {"threadId": thread_id})
-            assert session.wait_for_event("stopped")["body"]["reason"] == "step"
-            frame = session.top_frame(thread_id)
-            stops.append((frame["source"]["path"], frame["name"]))
-            if len(stops) == 1:  # the first F11 lands in torch/_tensor.py Tensor.backward
-                lines, start = inspect.getsourcelines(torch.Tensor.backward)
-                assert in_torch(frame["source"]["path"], "_tensor.py") and frame["name"] == "backward"
-                assert start <= frame["line"] < start + len(lines)
-            if Path(frame["source"]["path"]) == Path(path) and frame["line"] > backward_line:
-                break
-        assert Path(stops[-1][0]) == Path(path) and frame["line"] > backward_line
-        assert "backward" in {name for source, name in stops if in_torch(source, "_tensor.py")}
-        assert "backward" in {name for source, name in stops if in_torch(source, "autograd", "__init__.py")}
-        assert [stop for stop in stops if "traces" in Path(stop[0]).parts or "_library" in Path(stop[0]).parts] == []
-        session.request("continue", {"threadId": thread_id})
-        assert session.run_to_end() == 0
-        assert "AccumulateGrad" in session.terminal_output()  # the trace was recorded and printed
 
 
 TRACED_SCRIPT = """\

@@ -3,7 +3,6 @@ of each scenario's launch configuration (the real debugpy adapter, see dap_clien
 session per scenario, checking every statement of its row."""
 
 import inspect
-import re
 
 import torch
 from conftest import ROOT
@@ -62,15 +61,12 @@ def test_in_place_stops_four_times_per_backward_call_24_in_all():
     assert "The lesson calls it six times, and it stops here four times per call, 24 in all" in text
 
 
-def test_unsqueeze_nodes_are_one_level_under_each_sum():
-    path, line = first_body_line(torch.autograd.backward)
-    with DebugSession() as session:
-        started(session, "unsqueeze", path, line)
-        frame = session.top_frame(session.wait_for_event("stopped")["body"]["threadId"])["id"]
-        found = {
-            expression: re.findall(r"<(\w+) object", session.evaluate(f"tensors.grad_fn.{expression}", frame))
-            for expression in ("next_functions", "next_functions[0][0].next_functions", "next_functions[1][0].next_functions")
-        }
+def test_unsqueeze_nodes_are_one_level_under_each_sum(unsqueeze_session):
+    # The scenario's session is shared with tests/test_unsqueeze_debugging.py (tests/conftest.py):
+    # it stops in torch.autograd.backward after F11 on x.unsqueeze(0).
+    placed = unsqueeze_session["placed_in_torch"]
+    assert placed["verified"] is True, placed
+    found = unsqueeze_session["next_functions"]
     assert found == {
         "next_functions": ["SumBackward0", "SumBackward0"],
         "next_functions[0][0].next_functions": ["UnsqueezeBackward0"],

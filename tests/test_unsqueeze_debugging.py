@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 import scenarios.unsqueeze
-from dap_client import DebugSession
 from traces import Tracer
 from vscode_files import scenario_configuration, substitute
 
@@ -44,22 +43,17 @@ def test_with_the_trace_the_first_python_unsqueeze_reaches_is_the_dispatch_rule_
     assert python_calls_during_unsqueeze(Tracer())[0] == DISPATCH_RULE
 
 
-def test_under_its_launch_configuration_f11_on_unsqueeze_moves_to_the_next_line():
+def test_under_its_launch_configuration_f11_on_unsqueeze_moves_to_the_next_line(unsqueeze_session):
     path = scenarios.unsqueeze.__file__
     lines = Path(path).read_text().splitlines()
     line = 1 + next(i for i, text in enumerate(lines) if UNSQUEEZE_LINE in text)
     next_line = line + 1 + next(i for i, text in enumerate(lines[line:]) if text.strip() and not text.strip().startswith("#"))
-    configuration = substitute(scenario_configuration("unsqueeze"))
+    configuration = unsqueeze_session["configuration"]  # one debug session, shared (tests/conftest.py)
+    assert configuration == substitute(scenario_configuration("unsqueeze"))
     assert "--trace" in configuration["args"]
-    with DebugSession() as session:
-        session.initialize()
-        launch = session.launch(configuration)
-        [placed] = session.set_breakpoints(path, [line])
-        session.request("configurationDone")
-        session.response(launch)
-        assert placed["verified"] is True, placed
-        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        session.request("stepIn", {"threadId": thread_id})
-        assert session.wait_for_event("stopped")["body"]["reason"] == "step"
-        frame = session.top_frame(thread_id)
-        assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
+    assert unsqueeze_session["line"] == line
+    placed = unsqueeze_session["placed"]
+    assert placed["verified"] is True, placed
+    assert unsqueeze_session["step_reason"] == "step"
+    frame = unsqueeze_session["after_step"]
+    assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
