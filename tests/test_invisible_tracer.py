@@ -4,6 +4,7 @@ and ``python -m traces`` meets a broken script, an exit or Ctrl-C as ``python SC
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -48,11 +49,18 @@ def python(*argv: str, cwd) -> subprocess.CompletedProcess:
 # -- threads and processes ------------------------------------------------------------------
 
 
-def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path):
-    write(tmp_path, "threads.py", THREADS.format(main_thread=""))
-    untraced = python("threads.py", cwd=tmp_path)
+def untraced_in_this_process(script, capsys) -> str:
+    """What ``python SCRIPT`` prints, run here (torch is loaded already: a process would only load it again)."""
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path, capsys):
+    script = write(tmp_path, "threads.py", THREADS.format(main_thread=""))
+    untraced = untraced_in_this_process(script, capsys)
     traced = python("-m", "traces", "threads.py", cwd=tmp_path)
-    assert untraced.stdout == "grad 80.0\n" and untraced.returncode == 0
+    assert untraced == "grad 80.0\n"  # and it ended without an exception
     assert traced.stdout == "grad 80.0\n"  # 4 threads x 20 backward passes, none lost
     assert traced.stderr == (
         "python -m traces: error: threads.py called backward only on other threads (80 times); the tracer "
@@ -61,12 +69,12 @@ def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path):
     assert traced.returncode == 1
 
 
-def test_the_trace_says_which_backward_it_shows_when_other_threads_ran_some(tmp_path):
-    write(tmp_path, "threads.py", THREADS.format(main_thread="(w * 2.5).sum().backward()"))
-    untraced = python("threads.py", cwd=tmp_path)
+def test_the_trace_says_which_backward_it_shows_when_other_threads_ran_some(tmp_path, capsys):
+    script = write(tmp_path, "threads.py", THREADS.format(main_thread="(w * 2.5).sum().backward()"))
+    untraced = untraced_in_this_process(script, capsys)
     traced = python("-m", "traces", "--views", "backward", "threads.py", cwd=tmp_path)
     assert traced.returncode == 0 and traced.stderr == ""
-    assert untraced.stdout == "grad 81.0\n" and traced.stdout.startswith(untraced.stdout)
+    assert untraced == "grad 81.0\n" and traced.stdout.startswith(untraced)
     words = traced.stdout.split()
     note = " ".join(words[len(words) - 1 - words[::-1].index("The") :])  # the last sentence, unwrapped
     assert note.startswith("The trace shows the 1st backward pass of the thread the script started on; backward ran on")
