@@ -233,8 +233,20 @@ import traces
 print("traces is", traces.OWN)
 """
 
-# One file that holds both programs: one debug session reads both (current_file_session).
-CURRENT_FILE_SCRIPT = USER_SCRIPT + UNUSUAL_SCRIPT
+OPTIMIZER_SCRIPT = '''\
+import torch
+
+weight = torch.nn.Parameter(torch.ones(3))
+optimizer = torch.optim.SGD([weight], lr=0.1)
+weight.sum().backward()
+optimizer.step()
+optimizer.step()  # again
+print("weight", weight.tolist())
+'''
+
+# One file that holds the three programs: one debug session reads them all (current_file_session).
+CURRENT_FILE_SCRIPT = USER_SCRIPT + OPTIMIZER_SCRIPT + UNUSUAL_SCRIPT
+STEP_LINE = CURRENT_FILE_SCRIPT.splitlines().index("optimizer.step()") + 1
 UNUSUAL_STOP = CURRENT_FILE_SCRIPT.splitlines().index('print("stopped here")') + 1
 
 
@@ -258,9 +270,10 @@ def program_frame(session: DebugSession, thread_id: int, path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def current_file_session(tmp_path_factory) -> dict:
-    """One session of "Current file (into torch)" on a user's file that holds both programs
-    (USER_SCRIPT, then UNUSUAL_SCRIPT), with the user's own traces.py beside it. What the
-    Variables pane, hover, Watch and the Debug Console showed at each stop, for the tests below."""
+    """One session of "Current file (into torch)" on a user's file that holds three programs
+    (USER_SCRIPT, OPTIMIZER_SCRIPT, UNUSUAL_SCRIPT), with the user's own traces.py beside it:
+    where each stop was, and what the Variables pane, hover, Watch and the Debug Console
+    showed there, for the tests below."""
     folder = tmp_path_factory.mktemp("user")
     script = folder / "my_model.py"  # outside the repository, as a user's own file is
     script.write_text(CURRENT_FILE_SCRIPT)
@@ -271,7 +284,7 @@ def current_file_session(tmp_path_factory) -> dict:
         session.initialize()
         launch = session.launch(current_file_configuration(script))
         session.set_breakpoints(path, [line])
-        seen["placed"] = session.set_breakpoints(str(script), [AFTER_BACKWARD, UNUSUAL_STOP])
+        seen["placed"] = session.set_breakpoints(str(script), [AFTER_BACKWARD, STEP_LINE, STEP_LINE + 1, UNUSUAL_STOP])
         session.request("configurationDone")
         session.response(launch)
 
@@ -311,7 +324,37 @@ def current_file_session(tmp_path_factory) -> dict:
         seen["relu"] = relu
         seen["relu saved result"] = expand(session, relu)["saved result"]
 
-        # 3. Unusual values, before the program imports its own traces.
+        # 3. The optimizer: F11 on optimizer.step() goes into torch's wrapper.
+        session.request("continue", {"threadId": thread_id})
+        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+        seen["step_line_frame"] = session.top_frame(thread_id)
+        session.request("stepIn", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        seen["into_step"] = session.top_frame(thread_id)
+
+        # "Step Into Target" on the second call lands in the same wrapper.
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        seen["second_step_line"] = session.top_frame(thread_id)["line"]
+        session.set_breakpoints(str(script), [UNUSUAL_STOP])
+        targets = session.request("stepInTargets", {"frameId": session.top_frame(thread_id)["id"]})["targets"]
+        [target] = [target for target in targets if target["label"].startswith("optimizer.step()")]
+        session.request("stepIn", {"threadId": thread_id, "targetId": target["id"]})
+        session.wait_for_event("stopped")
+        seen["into_step_target"] = session.top_frame(thread_id)
+
+        # A function breakpoint on "step" goes to SGD.step, and on "_single_tensor_sgd" to its loop.
+        [seen["placed_step"]] = session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "step"}]})["breakpoints"]
+        session.request("continue", {"threadId": thread_id})
+        seen["step_reason"] = session.wait_for_event("stopped")["body"]["reason"]
+        seen["in_sgd_step"] = session.top_frame(thread_id)
+        session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "_single_tensor_sgd"}]})
+        session.request("continue", {"threadId": thread_id})
+        session.wait_for_event("stopped")
+        seen["in_single_tensor_sgd"] = session.top_frame(thread_id)
+        session.request("setFunctionBreakpoints", {"breakpoints": []})
+
+        # 4. Unusual values, before the program imports its own traces.
         session.request("continue", {"threadId": thread_id})
         thread_id = session.wait_for_event("stopped")["body"]["threadId"]
         seen["unusual_frame"] = frame = session.top_frame(thread_id)
@@ -542,61 +585,26 @@ def test_with_the_extension_off_debugpy_is_stock(backward_configuration):
         assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) == 0
 
 
-OPTIMIZER_SCRIPT = '''\
-import torch
+def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(current_file_session):
+    seen = current_file_session
+    assert [placed["verified"] for placed in seen["placed"][1:3]] == [True, True]
+    assert seen["step_line_frame"]["line"] == STEP_LINE
+    frame = seen["into_step"]
+    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
 
-weight = torch.nn.Parameter(torch.ones(3))
-optimizer = torch.optim.SGD([weight], lr=0.1)
-weight.sum().backward()
-optimizer.step()
-optimizer.step()  # again
-print("weight", weight.tolist())
-'''
-STEP_LINE = OPTIMIZER_SCRIPT.splitlines().index("optimizer.step()") + 1
+    # "Step Into Target" on the second call lands in the same wrapper.
+    assert seen["second_step_line"] == STEP_LINE + 1
+    frame = seen["into_step_target"]
+    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
 
-
-def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(OPTIMIZER_SCRIPT)
-    with DebugSession() as session:
-        session.initialize()
-        session.launch(current_file_configuration(script))
-        session.set_breakpoints(str(script), [STEP_LINE, STEP_LINE + 1])
-        session.request("configurationDone")
-
-        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        session.request("stepIn", {"threadId": thread_id})
-        session.wait_for_event("stopped")
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
-
-        # "Step Into Target" on the second call lands in the same wrapper.
-        session.request("continue", {"threadId": thread_id})
-        session.wait_for_event("stopped")
-        assert session.top_frame(thread_id)["line"] == STEP_LINE + 1
-        session.set_breakpoints(str(script), [])
-        targets = session.request("stepInTargets", {"frameId": session.top_frame(thread_id)["id"]})["targets"]
-        [target] = [target for target in targets if target["label"].startswith("optimizer.step()")]
-        session.request("stepIn", {"threadId": thread_id, "targetId": target["id"]})
-        session.wait_for_event("stopped")
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
-
-        [placed] = session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "step"}]})["breakpoints"]
-        assert placed["verified"] is True
-        session.request("continue", {"threadId": thread_id})
-        assert session.wait_for_event("stopped")["body"]["reason"] == "function breakpoint"
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "step"
-        session.request("setFunctionBreakpoints", {"breakpoints": [{"name": "_single_tensor_sgd"}]})
-        session.request("continue", {"threadId": thread_id})
-        session.wait_for_event("stopped")
-        frame = session.top_frame(thread_id)
-        assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "_single_tensor_sgd"
-        session.request("setFunctionBreakpoints", {"breakpoints": []})
-        session.request("continue", {"threadId": thread_id})
-        assert session.run_to_end() == 0
-        assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in session.terminal_output()
+    assert seen["placed_step"]["verified"] is True
+    assert seen["step_reason"] == "function breakpoint"
+    frame = seen["in_sgd_step"]
+    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "step"
+    frame = seen["in_single_tensor_sgd"]
+    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "_single_tensor_sgd"
+    assert seen["exit_code"] == 0
+    assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in seen["output"]
 
 
 def free_port() -> int:
@@ -626,7 +634,7 @@ def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
             except OSError:
                 if time.monotonic() > deadline or program.poll() is not None:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.05)
         with session:
             session.initialize()
             session.send_request("attach", {**attach, "connect": {"host": "127.0.0.1", "port": port}})
