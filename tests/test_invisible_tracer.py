@@ -138,28 +138,41 @@ def test_os_exit_after_the_backward_says_the_trace_was_lost(tmp_path):
 # -- scripts that cannot run -------------------------------------------------------------------
 
 
-def test_a_syntax_error_reads_as_python_prints_it(tmp_path):
+# ``python -m traces SCRIPT`` is ``main([SCRIPT])``: run here, in the script's folder, to spare a
+# process that would load torch again (the command itself runs from the shell in the tests above).
+
+
+def traced_in_this_process(argv: list[str], folder, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The status, stdout and stderr of ``python -m traces ARGV`` run in ``folder``."""
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    status = traces.__main__.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_syntax_error_reads_as_python_prints_it(tmp_path, monkeypatch, capsys):
     write(tmp_path, "broken.py", "x = 1\ndef (\n")
     untraced = python("broken.py", cwd=tmp_path)
-    traced = python("-m", "traces", "broken.py", cwd=tmp_path)
-    assert (traced.returncode, traced.stdout, traced.stderr) == (untraced.returncode, "", untraced.stderr)
-    assert traced.stderr.startswith(f'  File "{tmp_path}/broken.py", line 2\n') and traced.returncode == 1
+    status, out, err = traced_in_this_process(["broken.py"], tmp_path, monkeypatch, capsys)
+    assert (status, out, err) == (untraced.returncode, "", untraced.stderr)
+    assert err.startswith(f'  File "{tmp_path}/broken.py", line 2\n') and status == 1
 
 
-def test_a_script_python_cannot_open_is_python_s_one_line(tmp_path):
+def test_a_script_python_cannot_open_is_python_s_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     untraced = python("notes.txt/s.py", cwd=tmp_path)
-    traced = python("-m", "traces", "notes.txt/s.py", cwd=tmp_path)
-    assert traced.returncode == untraced.returncode == 2
+    status, _, err = traced_in_this_process(["notes.txt/s.py"], tmp_path, monkeypatch, capsys)
+    assert status == untraced.returncode == 2
     said = untraced.stderr.split(": ", 1)[1]  # after python's own name
     assert said == f"can't open file '{tmp_path}/notes.txt/s.py': [Errno 20] Not a directory\n"
-    assert traced.stderr == f"python -m traces: error: {said}"
+    assert err == f"python -m traces: error: {said}"
 
 
-def test_dev_null_runs_as_an_empty_script(tmp_path):
-    traced = python("-m", "traces", "/dev/null", cwd=tmp_path)
-    assert traced.returncode == 1 and traced.stdout == ""
-    assert traced.stderr.startswith("python -m traces: error: /dev/null never called backward")
+def test_dev_null_runs_as_an_empty_script(tmp_path, monkeypatch, capsys):
+    status, out, err = traced_in_this_process(["/dev/null"], tmp_path, monkeypatch, capsys)
+    assert status == 1 and out == ""
+    assert err.startswith("python -m traces: error: /dev/null never called backward")
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
