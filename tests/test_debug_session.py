@@ -141,6 +141,30 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
     assert "w.grad = 5.0" in backward_session["output"]
 
 
+def test_step_in_under_trace_never_enters_the_tracer(backward_configuration, backward_session):
+    path, _ = scenario_line(scenarios.backward.backward_pass, "a = w + x")
+    _, next_line = scenario_line(scenarios.backward.backward_pass, "b = w + 1")
+    _, backward_line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
+    assert backward_configuration["args"][:1] == ["--trace"]
+    assert set(backward_session["step_reasons"]) == {"step"}
+    frame = backward_session["after_add"]
+    assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
+
+    stops = backward_session["stops"]
+    first_path, first_name, first_line = stops[0]  # the first F11 lands in torch/_tensor.py Tensor.backward
+    lines, start = inspect.getsourcelines(torch.Tensor.backward)
+    assert in_torch(first_path, "_tensor.py") and first_name == "backward"
+    assert start <= first_line < start + len(lines)
+    last_path, _, last_line = stops[-1]
+    assert Path(last_path) == Path(path) and last_line > backward_line
+    assert "backward" in {name for source, name, _ in stops if in_torch(source, "_tensor.py")}
+    assert "backward" in {name for source, name, _ in stops if in_torch(source, "autograd", "__init__.py")}
+    assert [stop for stop in stops if "traces" in Path(stop[0]).parts or "_library" in Path(stop[0]).parts] == []
+    assert backward_session["exit_code"] == 0
+    assert "AccumulateGrad" in backward_session["output"]  # the trace was recorded and printed
+
+
+
 def test_with_just_my_code_the_breakpoint_in_torch_is_refused(backward_configuration):
     path, line = first_body_line(torch.autograd.backward)
     with DebugSession() as session:
@@ -434,6 +458,71 @@ def test_current_file_shows_tensors_and_the_autograd_graph(current_file_session)
     assert "unpacked 0" in seen["output"]
 
 
+def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(current_file_session):
+    seen = current_file_session
+    assert [placed["verified"] for placed in seen["placed"][1:3]] == [True, True]
+    assert seen["step_line_frame"]["line"] == STEP_LINE
+    frame = seen["into_step"]
+    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
+
+    # "Step Into Target" on the second call lands in the same wrapper.
+    assert seen["second_step_line"] == STEP_LINE + 1
+    frame = seen["into_step_target"]
+    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
+
+    assert seen["placed_step"]["verified"] is True
+    assert seen["step_reason"] == "function breakpoint"
+    frame = seen["in_sgd_step"]
+    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "step"
+    frame = seen["in_single_tensor_sgd"]
+    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "_single_tensor_sgd"
+    assert seen["exit_code"] == 0
+    assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in seen["output"]
+
+
+def test_unusual_values_and_a_users_own_traces_module(current_file_session):
+    """The user's traces.py is never run by the extension, and the program imports its own;
+    freed storage, Copy Value, a 10,000-input node, containers and a saved dim of -1."""
+    seen = current_file_session
+    assert seen["unusual_frame"]["line"] == UNUSUAL_STOP
+    local = seen["unusual"]
+    assert local["h"]["value"] == "Tensor[3, 4] float32 cpu"
+    assert local["freed"]["value"] == "Tensor[4] float32 cpu · storage freed (0 bytes)"
+    assert local["large_freed"]["value"] == "Tensor[100] float32 cpu · storage freed (0 bytes)"
+    assert seen["large_freed"]["values"]["value"] == "not read: storage freed (0 bytes)"
+    assert local["pair"]["value"] == "list[2]: Tensor[3, 4] float32, Tensor[5] float32"
+
+    # Copy Value copies the values (the full repr, as stock debugpy); hover shows the line.
+    def evaluate(expression: str, context: str) -> str:
+        return seen["evaluated"][expression, context]
+
+    assert evaluate("h", "clipboard") == evaluate("h", "repl")
+    assert evaluate("h", "clipboard").startswith("tensor([[") and evaluate("h", "clipboard").count("\n") == 2
+    assert evaluate("h", "hover") == "Tensor[3, 4] float32 cpu"
+    for context in ("clipboard", "repl"):  # never torch's repr, which would crash the program
+        assert evaluate("freed", context) == "Tensor[4] float32 cpu · storage freed (0 bytes)"
+        assert evaluate("with_freed", context) == "dict[1]: 'freed': Tensor[4] float32"
+
+    # A node with 10,000 inputs: one capped line, its inputs in pages of 100.
+    node = seen["joined node"]
+    assert len(node["value"]) <= 200 and node["value"].endswith("more)"), node["value"]
+    assert node["value"].startswith("CatBackward0 · next: AccumulateGrad, AccumulateGrad")
+    children = seen["joined children"]
+    pages = [name for name in children if name.startswith("next_functions")]
+    assert len(pages) == 100 and pages[0] == "next_functions[0] … next_functions[99]"
+    assert children["saved dim"]["value"] == "0"
+    first_page = seen["joined first page"]
+    assert len(first_page) == 100
+    assert first_page["next_functions[99]"]["value"] == "AccumulateGrad for Tensor[1] float32 cpu = [1]"
+    assert seen["last"]["saved dim"]["value"] == "-1"
+
+    assert seen["exit_code"] == 0
+    output = seen["output"]
+    # Run once, by the program's own import after the stop; the program got its own module.
+    assert output.count("the user's traces.py ran") == 1 and "traces is the user's own" in output
+    assert output.index("stopped here") < output.index("the user's traces.py ran")
+
+
 WORKER_SCRIPT = '''\
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -482,30 +571,6 @@ def test_a_dataloader_worker_answers_at_once_and_stops_at_its_breakpoints(tmp_pa
 
 
 # -- F11 with --trace -----------------------------------------------------------------------
-
-
-def test_step_in_under_trace_never_enters_the_tracer(backward_configuration, backward_session):
-    path, _ = scenario_line(scenarios.backward.backward_pass, "a = w + x")
-    _, next_line = scenario_line(scenarios.backward.backward_pass, "b = w + 1")
-    _, backward_line = line_calling(scenarios.backward.backward_pass, "backward", on="y")
-    assert backward_configuration["args"][:1] == ["--trace"]
-    assert set(backward_session["step_reasons"]) == {"step"}
-    frame = backward_session["after_add"]
-    assert (Path(frame["source"]["path"]), frame["line"]) == (Path(path), next_line)
-
-    stops = backward_session["stops"]
-    first_path, first_name, first_line = stops[0]  # the first F11 lands in torch/_tensor.py Tensor.backward
-    lines, start = inspect.getsourcelines(torch.Tensor.backward)
-    assert in_torch(first_path, "_tensor.py") and first_name == "backward"
-    assert start <= first_line < start + len(lines)
-    last_path, _, last_line = stops[-1]
-    assert Path(last_path) == Path(path) and last_line > backward_line
-    assert "backward" in {name for source, name, _ in stops if in_torch(source, "_tensor.py")}
-    assert "backward" in {name for source, name, _ in stops if in_torch(source, "autograd", "__init__.py")}
-    assert [stop for stop in stops if "traces" in Path(stop[0]).parts or "_library" in Path(stop[0]).parts] == []
-    assert backward_session["exit_code"] == 0
-    assert "AccumulateGrad" in backward_session["output"]  # the trace was recorded and printed
-
 
 
 TRACED_SCRIPT = """\
@@ -585,28 +650,6 @@ def test_with_the_extension_off_debugpy_is_stock(backward_configuration):
         assert int(session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame["id"])) == 0
 
 
-def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(current_file_session):
-    seen = current_file_session
-    assert [placed["verified"] for placed in seen["placed"][1:3]] == [True, True]
-    assert seen["step_line_frame"]["line"] == STEP_LINE
-    frame = seen["into_step"]
-    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
-
-    # "Step Into Target" on the second call lands in the same wrapper.
-    assert seen["second_step_line"] == STEP_LINE + 1
-    frame = seen["into_step_target"]
-    assert in_torch(frame["source"]["path"], "optim", "optimizer.py") and frame["name"] == "wrapper"
-
-    assert seen["placed_step"]["verified"] is True
-    assert seen["step_reason"] == "function breakpoint"
-    frame = seen["in_sgd_step"]
-    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "step"
-    frame = seen["in_single_tensor_sgd"]
-    assert in_torch(frame["source"]["path"], "optim", "sgd.py") and frame["name"] == "_single_tensor_sgd"
-    assert seen["exit_code"] == 0
-    assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in seen["output"]
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -653,46 +696,3 @@ def test_attach_shows_tensors_and_answers_at_once_too(tmp_path):
             os.killpg(program.pid, signal.SIGKILL)
         program.wait()
         program.stdout.close()
-
-
-def test_unusual_values_and_a_users_own_traces_module(current_file_session):
-    """The user's traces.py is never run by the extension, and the program imports its own;
-    freed storage, Copy Value, a 10,000-input node, containers and a saved dim of -1."""
-    seen = current_file_session
-    assert seen["unusual_frame"]["line"] == UNUSUAL_STOP
-    local = seen["unusual"]
-    assert local["h"]["value"] == "Tensor[3, 4] float32 cpu"
-    assert local["freed"]["value"] == "Tensor[4] float32 cpu · storage freed (0 bytes)"
-    assert local["large_freed"]["value"] == "Tensor[100] float32 cpu · storage freed (0 bytes)"
-    assert seen["large_freed"]["values"]["value"] == "not read: storage freed (0 bytes)"
-    assert local["pair"]["value"] == "list[2]: Tensor[3, 4] float32, Tensor[5] float32"
-
-    # Copy Value copies the values (the full repr, as stock debugpy); hover shows the line.
-    def evaluate(expression: str, context: str) -> str:
-        return seen["evaluated"][expression, context]
-
-    assert evaluate("h", "clipboard") == evaluate("h", "repl")
-    assert evaluate("h", "clipboard").startswith("tensor([[") and evaluate("h", "clipboard").count("\n") == 2
-    assert evaluate("h", "hover") == "Tensor[3, 4] float32 cpu"
-    for context in ("clipboard", "repl"):  # never torch's repr, which would crash the program
-        assert evaluate("freed", context) == "Tensor[4] float32 cpu · storage freed (0 bytes)"
-        assert evaluate("with_freed", context) == "dict[1]: 'freed': Tensor[4] float32"
-
-    # A node with 10,000 inputs: one capped line, its inputs in pages of 100.
-    node = seen["joined node"]
-    assert len(node["value"]) <= 200 and node["value"].endswith("more)"), node["value"]
-    assert node["value"].startswith("CatBackward0 · next: AccumulateGrad, AccumulateGrad")
-    children = seen["joined children"]
-    pages = [name for name in children if name.startswith("next_functions")]
-    assert len(pages) == 100 and pages[0] == "next_functions[0] … next_functions[99]"
-    assert children["saved dim"]["value"] == "0"
-    first_page = seen["joined first page"]
-    assert len(first_page) == 100
-    assert first_page["next_functions[99]"]["value"] == "AccumulateGrad for Tensor[1] float32 cpu = [1]"
-    assert seen["last"]["saved dim"]["value"] == "-1"
-
-    assert seen["exit_code"] == 0
-    output = seen["output"]
-    # Run once, by the program's own import after the stop; the program got its own module.
-    assert output.count("the user's traces.py ran") == 1 and "traces is the user's own" in output
-    assert output.index("stopped here") < output.index("the user's traces.py ran")
