@@ -164,7 +164,6 @@ def test_step_in_under_trace_never_enters_the_tracer(backward_configuration, bac
     assert "AccumulateGrad" in backward_session["output"]  # the trace was recorded and printed
 
 
-
 def test_with_just_my_code_the_breakpoint_in_torch_is_refused(backward_configuration):
     path, line = first_body_line(torch.autograd.backward)
     with DebugSession() as session:
