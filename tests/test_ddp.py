@@ -1,8 +1,10 @@
 """The data-parallel lesson (scenarios/ddp.py): DDP on torch.distributed, gloo on CPU.
 
-One run of ``python scenarios/ddp.py --ranks 2 --save-trace DIR`` is shared by most
-tests: each rank's facts are in its trace's JSON, its narrative on stdout. The lesson
-function itself also runs here, in this process, as a world of one rank.
+One run of the README's ``torchrun --nproc-per-node 2 scenarios/ddp.py`` (with
+``--save-trace DIR``) is shared by most tests: each rank's facts are in its trace's JSON,
+its narrative on stdout. The script's own launcher (``python scenarios/ddp.py --ranks 2``)
+runs to its end in the debugger's configuration, and is stopped by Ctrl-C and by a killed
+rank below. The lesson function itself also runs here, in this process, as a world of one rank.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.launcher.api as launcher_api
 from conftest import ROOT
 from dap_client import DebugSession, first_body_line
 from test_debug_session import scenario_line
@@ -34,17 +37,18 @@ WAIT = 300  # seconds; two processes importing torch on a busy machine
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
+    """The README's torchrun command, saving each rank's trace: one run of two ranks for every test that reads it."""
     folder = tmp_path_factory.mktemp("ddp")
-    (folder / "tmp").mkdir()  # the temporary folder of the launcher and the ranks
+    torchrun = Path(sys.executable).parent / "torchrun"
+    port = str(free_port())  # the README's command uses torchrun's default, 29500; tests run side by side
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--ranks", "2", "--save-trace", "out"],
+        [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(SCRIPT), "--save-trace", "out"],
         cwd=folder,
-        env={**os.environ, "TMPDIR": str(folder / "tmp")},
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
-    assert list((folder / "tmp").glob("torchelastic_*")) == []  # no log folder of the launcher's
     traces = {}
     for rank in (0, 1):
         path = folder / "out" / f"ddp_rank{rank}.json"
@@ -146,17 +150,8 @@ def test_each_ranks_trace_holds_the_all_reduce_of_each_bucket_in_backward(two_ra
         assert {"MseLossBackward0", "AddmmBackward0"} <= names
 
 
-def test_torchrun_starts_the_ranks_as_the_readme_says(tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    port = str(free_port())  # the README's command uses torchrun's default, 29500; tests run side by side
-    run = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(SCRIPT)],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
+def test_torchrun_starts_the_ranks_as_the_readme_says(two_ranks):
+    run, _ = two_ranks
     assert (run.returncode, run.stderr) == (0, "")
     lines = run.stdout.splitlines()
     assert lines[0] == "[rank 0] rank 0 of world_size 2, backend gloo, store on 127.0.0.1"
@@ -194,10 +189,20 @@ def test_the_ranks_option_is_the_launchers_alone():
         (["--ranks", "two"], "argument --ranks: 'two' is not a whole number"),
     ],
 )
-def test_a_bad_option_is_one_line_before_any_rank_starts(argv, message):
-    run = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=WAIT)
+def test_a_bad_option_is_one_line_before_any_rank_starts(argv, message, monkeypatch, capsys):
+    # In this process, as the launcher's main(argv): a process per bad option would only import torch again.
+    monkeypatch.setattr(launcher_api, "elastic_launch", lambda *args, **kwargs: pytest.fail("a rank was started"))
+    with pytest.raises(SystemExit) as exit_info:
+        ddp.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err.startswith(f"scenarios/ddp.py: error: {message}") and err.count("\n") == 1
+
+
+def test_a_bad_option_from_the_shell_is_one_line_and_status_2():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--ranks", "0"], capture_output=True, text=True, timeout=WAIT)
     assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.startswith(f"scenarios/ddp.py: error: {message}") and run.stderr.count("\n") == 1
+    assert run.stderr.startswith("scenarios/ddp.py: error: argument --ranks: 0 is too small") and run.stderr.count("\n") == 1
 
 
 def test_the_benchmark_refuses_a_bad_value_in_one_line():
@@ -296,16 +301,18 @@ def test_a_rank_killed_outright_ends_the_others_with_one_line(tmp_path):
 # -- every rank in the debugger -------------------------------------------------------------
 
 
-def test_every_rank_stops_at_breakpoints_in_the_scenario_and_in_ddp_forward():
+def test_every_rank_stops_at_breakpoints_in_the_scenario_and_in_ddp_forward(tmp_path):
     """F5 on "Scenario: data-parallel, every rank": the launcher and both ranks are debugged;
-    each rank stops on its own ``loss.backward()`` and in torch's ``DistributedDataParallel.forward``."""
+    each rank stops on its own ``loss.backward()`` and in torch's ``DistributedDataParallel.forward``.
+    The script's own launcher (``--ranks 2``) runs to its end, and leaves no log folder behind."""
     configuration = substitute(scenario_configuration("ddp"))
     assert configuration["subProcess"] is True and configuration["args"][:3] == ["--trace", "--ranks", "2"]
     scenario_path, backward_line = scenario_line(ddp.data_parallel_on_this_rank, "loss.backward()")
     forward_path, forward_line = first_body_line(DistributedDataParallel.forward)
+    (tmp_path / "tmp").mkdir()  # the temporary folder of the launcher and the ranks
     with DebugSession() as session:
         session.initialize()
-        launch = session.launch(configuration)
+        launch = session.launch({**configuration, "env": {"TMPDIR": str(tmp_path / "tmp")}})
         session.request("configurationDone")
         session.response(launch)
 
@@ -336,3 +343,4 @@ def test_every_rank_stops_at_breakpoints_in_the_scenario_and_in_ddp_forward():
         output = session.terminal_output()
         assert "[rank 0] every .grad equal on every rank after backward: True" in output
         assert "[rank 1] every .grad equal on every rank after backward: True" in output
+    assert list((tmp_path / "tmp").glob("torchelastic_*")) == []  # no log folder of the launcher's

@@ -4,6 +4,7 @@ and ``python -m traces`` meets a broken script, an exit or Ctrl-C as ``python SC
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -48,11 +49,18 @@ def python(*argv: str, cwd) -> subprocess.CompletedProcess:
 # -- threads and processes ------------------------------------------------------------------
 
 
-def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path):
-    write(tmp_path, "threads.py", THREADS.format(main_thread=""))
-    untraced = python("threads.py", cwd=tmp_path)
+def untraced_in_this_process(script, capsys) -> str:
+    """What ``python SCRIPT`` prints, run here (torch is loaded already: a process would only load it again)."""
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path, capsys):
+    script = write(tmp_path, "threads.py", THREADS.format(main_thread=""))
+    untraced = untraced_in_this_process(script, capsys)
     traced = python("-m", "traces", "threads.py", cwd=tmp_path)
-    assert untraced.stdout == "grad 80.0\n" and untraced.returncode == 0
+    assert untraced == "grad 80.0\n"  # and it ended without an exception
     assert traced.stdout == "grad 80.0\n"  # 4 threads x 20 backward passes, none lost
     assert traced.stderr == (
         "python -m traces: error: threads.py called backward only on other threads (80 times); the tracer "
@@ -61,12 +69,12 @@ def test_backward_on_other_threads_computes_what_it_does_untraced(tmp_path):
     assert traced.returncode == 1
 
 
-def test_the_trace_says_which_backward_it_shows_when_other_threads_ran_some(tmp_path):
-    write(tmp_path, "threads.py", THREADS.format(main_thread="(w * 2.5).sum().backward()"))
-    untraced = python("threads.py", cwd=tmp_path)
+def test_the_trace_says_which_backward_it_shows_when_other_threads_ran_some(tmp_path, capsys):
+    script = write(tmp_path, "threads.py", THREADS.format(main_thread="(w * 2.5).sum().backward()"))
+    untraced = untraced_in_this_process(script, capsys)
     traced = python("-m", "traces", "--views", "backward", "threads.py", cwd=tmp_path)
     assert traced.returncode == 0 and traced.stderr == ""
-    assert untraced.stdout == "grad 81.0\n" and traced.stdout.startswith(untraced.stdout)
+    assert untraced == "grad 81.0\n" and traced.stdout.startswith(untraced)
     words = traced.stdout.split()
     note = " ".join(words[len(words) - 1 - words[::-1].index("The") :])  # the last sentence, unwrapped
     assert note.startswith("The trace shows the 1st backward pass of the thread the script started on; backward ran on")
@@ -130,28 +138,41 @@ def test_os_exit_after_the_backward_says_the_trace_was_lost(tmp_path):
 # -- scripts that cannot run -------------------------------------------------------------------
 
 
-def test_a_syntax_error_reads_as_python_prints_it(tmp_path):
+# ``python -m traces SCRIPT`` is ``main([SCRIPT])``: run here, in the script's folder, to spare a
+# process that would load torch again (the command itself runs from the shell in the tests above).
+
+
+def traced_in_this_process(argv: list[str], folder, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The status, stdout and stderr of ``python -m traces ARGV`` run in ``folder``."""
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    status = traces.__main__.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_syntax_error_reads_as_python_prints_it(tmp_path, monkeypatch, capsys):
     write(tmp_path, "broken.py", "x = 1\ndef (\n")
     untraced = python("broken.py", cwd=tmp_path)
-    traced = python("-m", "traces", "broken.py", cwd=tmp_path)
-    assert (traced.returncode, traced.stdout, traced.stderr) == (untraced.returncode, "", untraced.stderr)
-    assert traced.stderr.startswith(f'  File "{tmp_path}/broken.py", line 2\n') and traced.returncode == 1
+    status, out, err = traced_in_this_process(["broken.py"], tmp_path, monkeypatch, capsys)
+    assert (status, out, err) == (untraced.returncode, "", untraced.stderr)
+    assert err.startswith(f'  File "{tmp_path}/broken.py", line 2\n') and status == 1
 
 
-def test_a_script_python_cannot_open_is_python_s_one_line(tmp_path):
+def test_a_script_python_cannot_open_is_python_s_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     untraced = python("notes.txt/s.py", cwd=tmp_path)
-    traced = python("-m", "traces", "notes.txt/s.py", cwd=tmp_path)
-    assert traced.returncode == untraced.returncode == 2
+    status, _, err = traced_in_this_process(["notes.txt/s.py"], tmp_path, monkeypatch, capsys)
+    assert status == untraced.returncode == 2
     said = untraced.stderr.split(": ", 1)[1]  # after python's own name
     assert said == f"can't open file '{tmp_path}/notes.txt/s.py': [Errno 20] Not a directory\n"
-    assert traced.stderr == f"python -m traces: error: {said}"
+    assert err == f"python -m traces: error: {said}"
 
 
-def test_dev_null_runs_as_an_empty_script(tmp_path):
-    traced = python("-m", "traces", "/dev/null", cwd=tmp_path)
-    assert traced.returncode == 1 and traced.stdout == ""
-    assert traced.stderr.startswith("python -m traces: error: /dev/null never called backward")
+def test_dev_null_runs_as_an_empty_script(tmp_path, monkeypatch, capsys):
+    status, out, err = traced_in_this_process(["/dev/null"], tmp_path, monkeypatch, capsys)
+    assert status == 1 and out == ""
+    assert err.startswith("python -m traces: error: /dev/null never called backward")
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
