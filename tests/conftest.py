@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from scenarios._record import ROOT, scenario_names
 
-__all__ = ["ROOT", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"]
+__all__ = [
+    "ROOT", "ScenarioRun", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
+]
 
 
 def scenario_module(name: str):
@@ -69,3 +77,57 @@ def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, l
     assert module.main(argv) == 0
     [facts] = returned
     return facts, capsys.readouterr().out.splitlines()
+
+
+@dataclass
+class ScenarioRun:
+    """One run of ``python scenarios/<name>.py --trace --save-trace FOLDER`` (with the quick options)."""
+
+    out: str  # what it printed: the narrative and the trace (and its ranks', for ddp)
+    folder: Path  # where it saved its trace (one per rank for ddp)
+
+    def saved(self, trace_name: str) -> dict:
+        return json.loads((self.folder / f"{trace_name}.json").read_text())
+
+
+@contextlib.contextmanager
+def printed() -> Iterator[io.StringIO]:
+    """What is printed meanwhile, by this process and by the processes it starts (their file
+    descriptor 1 is this one's): the text is in the StringIO given, once the block ends."""
+    text = io.StringIO()
+    sys.stdout.flush()
+    with tempfile.TemporaryFile(mode="w+", buffering=1) as file:
+        kept = os.dup(1)
+        os.dup2(file.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(file):
+                yield text
+        finally:
+            file.flush()
+            os.dup2(kept, 1)
+            os.close(kept)
+        file.seek(0)
+        text.write(file.read())
+
+
+@pytest.fixture(scope="session")
+def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
+    """``traced_run(name)``: the scenario run once per test session with --trace and --save-trace,
+    in this process; every test that reads what such a run prints or saves shares it
+    (tests/test_recorded_traces.py compares its traces, tests/test_command_line.py its views).
+    Mark those tests ``@pytest.mark.xdist_group("traced_run")`` so that one worker runs them all."""
+    from scenarios._record import DATA_SCENARIOS, quick_options
+
+    runs: dict[str, ScenarioRun] = {}
+
+    def run(name: str) -> ScenarioRun:
+        if name not in runs:
+            folder = tmp_path_factory.mktemp(f"traced_{name}")
+            data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else folder
+            with printed() as out:
+                status = scenario_module(name).main(["--trace", "--save-trace", str(folder), *quick_options(name, data, folder)])
+            assert status == 0, out.getvalue()
+            runs[name] = ScenarioRun(out.getvalue(), folder)
+        return runs[name]
+
+    return run
