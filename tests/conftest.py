@@ -19,7 +19,7 @@ import pytest
 from scenarios._record import ROOT, scenario_names
 
 __all__ = [
-    "ROOT", "ScenarioRun", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
+    "ROOT", "ModelTrace", "ScenarioRun", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
 ]
 
 
@@ -131,3 +131,42 @@ def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
         return runs[name]
 
     return run
+
+
+@dataclass
+class ModelTrace:
+    """A torchvision model (random weights, seed 0) traced through forward and backward on one
+    64x64 image, as `python -m traces` traces it: the trace, the model and its loss."""
+
+    trace: object
+    model: object
+    loss: object
+
+
+def trace_a_model(name: str) -> ModelTrace:
+    import torch
+    import torchvision
+
+    import traces
+
+    torch.manual_seed(0)
+    with traces.record(name=name) as trace:
+        model = getattr(torchvision.models, name)(weights=None)
+        loss = model(torch.randn(1, 3, 64, 64)).sum()
+        loss.backward()
+    return ModelTrace(trace, model, loss)
+
+
+@pytest.fixture(scope="session")
+def model_traces() -> Callable[[str], ModelTrace]:
+    """``model_traces(name)``: ``trace_a_model(name)``, once per test session (a densenet121 takes
+    seconds). The tests only read what it holds. Mark the tests that use it
+    ``@pytest.mark.xdist_group("model_traces")`` so that one worker traces each model once."""
+    made: dict[str, ModelTrace] = {}
+
+    def model_trace(name: str) -> ModelTrace:
+        if name not in made:
+            made[name] = trace_a_model(name)
+        return made[name]
+
+    return model_trace
