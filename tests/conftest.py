@@ -23,6 +23,19 @@ __all__ = [
 ]
 
 
+def pytest_configure(config) -> None:
+    """In a pytest-xdist worker, torch computes with one thread, and so do the processes it
+    starts (OMP_NUM_THREADS, unless set already): `-n auto` starts one worker per core, and
+    torch's threads on cores that are busy wait for each other at every operator, many times
+    slower (a densenet121's trace: 12 s with two threads on two busy cores, 1.5 s with one;
+    scenarios/quickstart.py's choose_threads and torchrun choose one thread for the same reason)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the processes it starts; torch has loaded already
+        torch.set_num_threads(1)
+
+
 def scenario_module(name: str):
     return importlib.import_module(f"scenarios.{name}")
 
