@@ -19,7 +19,7 @@ import pytest
 from scenarios._record import ROOT, scenario_names
 
 __all__ = [
-    "ROOT", "ModelTrace", "ScenarioRun", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
+    "ROOT", "ModelTrace", "ScenarioRun", "main_once", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
 ]
 
 
@@ -68,15 +68,8 @@ def fashion_data(tmp_path_factory) -> Path:
     return data
 
 
-def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, list[str]]:
-    """Run scenarios/<name>.py's main(argv) in this process: the facts its lesson returned,
-    and the lines it printed (the narrative, then the trace when asked for).
-
-    In-process, to spare a torch import per run; what the script prints is the same.
-    """
-    module = scenario_module(name)
-    returned = []
-    run_scenario = module.run_scenario
+def keeping_the_facts(run_scenario, returned: list):
+    """``run_scenario`` that also appends the facts the lesson returned to ``returned``."""
 
     def run_keeping_the_facts(scenario, lesson, narrate, **kwargs):
         def lesson_kept(**options):
@@ -85,7 +78,35 @@ def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, l
 
         return run_scenario(scenario, lesson_kept, narrate, **kwargs)
 
-    monkeypatch.setattr(module, "run_scenario", run_keeping_the_facts)
+    return run_keeping_the_facts
+
+
+def main_once(name: str, argv: list[str]) -> tuple[object, list[str]]:
+    """``run_main`` for a fixture that outlives one test (no monkeypatch or capsys there): the
+    facts its lesson returned and the lines it printed, scenarios/<name>.py's main(argv) run once."""
+    module = scenario_module(name)
+    returned: list = []
+    run_scenario = module.run_scenario
+    module.run_scenario = keeping_the_facts(run_scenario, returned)
+    try:
+        with printed() as out:
+            status = module.main(argv)
+    finally:
+        module.run_scenario = run_scenario
+    assert status == 0, out.getvalue()
+    [facts] = returned
+    return facts, out.getvalue().splitlines()
+
+
+def run_main(name: str, argv: list[str], monkeypatch, capsys) -> tuple[object, list[str]]:
+    """Run scenarios/<name>.py's main(argv) in this process: the facts its lesson returned,
+    and the lines it printed (the narrative, then the trace when asked for).
+
+    In-process, to spare a torch import per run; what the script prints is the same.
+    """
+    module = scenario_module(name)
+    returned: list = []
+    monkeypatch.setattr(module, "run_scenario", keeping_the_facts(module.run_scenario, returned))
     capsys.readouterr()  # start from nothing printed
     assert module.main(argv) == 0
     [facts] = returned
