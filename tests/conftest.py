@@ -19,7 +19,8 @@ import pytest
 from scenarios._record import ROOT, scenario_names
 
 __all__ = [
-    "ROOT", "ModelTrace", "ScenarioRun", "main_once", "recorded_traces", "run_main", "run_script", "scenario_module", "scenario_names", "trace_names"
+    "ROOT", "ModelTrace", "ScenarioRun", "main_once", "recorded_traces", "run_main", "run_script",
+    "scenario_module", "scenario_names", "trace_names",
 ]
 
 
@@ -158,8 +159,9 @@ def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
         if name not in runs:
             folder = tmp_path_factory.mktemp(f"traced_{name}")
             data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else folder
+            argv = ["--trace", "--save-trace", str(folder), *quick_options(name, data, folder)]
             with printed() as out:
-                status = scenario_module(name).main(["--trace", "--save-trace", str(folder), *quick_options(name, data, folder)])
+                status = scenario_module(name).main(argv)
             assert status == 0, out.getvalue()
             runs[name] = ScenarioRun(out.getvalue(), folder)
         return runs[name]
@@ -204,3 +206,25 @@ def model_traces() -> Callable[[str], ModelTrace]:
         return made[name]
 
     return model_trace
+
+
+@pytest.fixture(scope="session")
+def shared_timings() -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """``shared_timings(wall_time)``: a benchmark's ``wall_time(argv, ...)`` that runs each command
+    once per test session and gives the same seconds to every benchmark that times it (the quick
+    modes of benchmarks/run.py and benchmarks/below_python.py both time `python
+    scenarios/backward.py` and `... --trace`). A command with an environment of its own is
+    always run. Mark the tests ``@pytest.mark.xdist_group("backward_runs")``."""
+    seconds: dict[tuple[str, ...], float] = {}
+
+    def shared(wall_time: Callable[..., float]) -> Callable[..., float]:
+        def timed_once(argv: list[str], *args, **kwargs) -> float:
+            if kwargs.get("env") is not None:
+                return wall_time(argv, *args, **kwargs)
+            if tuple(argv) not in seconds:
+                seconds[tuple(argv)] = wall_time(argv, *args, **kwargs)
+            return seconds[tuple(argv)]
+
+        return timed_once
+
+    return shared

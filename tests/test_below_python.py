@@ -225,12 +225,15 @@ def test_native_from_the_command_line_shows_the_cpp_path(monkeypatch, capsys):
     assert "without the trace, the dispatcher calls the CPU kernel here: at::native::structured_mul_out::impl" in out
 
 
-def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, capsys):
-    """benchmarks/below_python.py --quick: its main in this process; the three runs it times are processes."""
+@pytest.mark.xdist_group("backward_runs")
+def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, capsys, shared_timings):
+    """benchmarks/below_python.py --quick: its main in this process; the three runs it times are
+    processes, the plain and --trace ones timed once for it and tests/test_benchmarks.py."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when it runs as a script
     spec = importlib.util.spec_from_file_location("below_python", ROOT / "benchmarks" / "below_python.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    monkeypatch.setattr(benchmark, "wall_time", shared_timings(benchmark.wall_time))
     output = tmp_path / "below.json"
     assert benchmark.main(["--quick", "--output", str(output)]) == 0
     figures = json.loads(output.read_text())

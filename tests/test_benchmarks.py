@@ -24,7 +24,11 @@ def benchmark(monkeypatch):
     return module
 
 
-def test_the_benchmark_runs_in_quick_mode_and_writes_its_figures(benchmark, tmp_path, capsys):
+@pytest.mark.xdist_group("backward_runs")
+def test_the_benchmark_runs_in_quick_mode_and_writes_its_figures(benchmark, tmp_path, capsys, monkeypatch,
+                                                                shared_timings):
+    # The runs of scenarios/backward.py it times are timed once for it and tests/test_below_python.py.
+    monkeypatch.setattr(benchmark, "wall_time", shared_timings(benchmark.wall_time))
     output = tmp_path / "results.json"
     assert benchmark.main(["--quick", "--output", str(output)]) == 0
     figures = json.loads(output.read_text())
