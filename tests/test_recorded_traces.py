@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from conftest import recorded_traces, scenario_module, scenario_names, trace_names
+from conftest import recorded_traces, scenario_names, trace_names
 
 from scenarios._record import RECORDED
 from scenarios.backward import backward_pass
