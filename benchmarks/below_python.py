@@ -88,8 +88,8 @@ def measure(runs: int, quick: bool = False) -> dict:
     }
 
 
-def main() -> int:
-    args = build_parser().parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     runs = 1 if args.quick else args.runs
     figures = measure(runs, args.quick)
     load = {when: "n/a" if value is None else f"{value:.1f}" for when, value in figures["load_average"].items()}

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +50,13 @@ def plain_run() -> float:
     return time.perf_counter() - started
 
 
-def debug_run() -> tuple[float, float]:
-    """Seconds from starting the adapter to the stop in torch, and to the program's exit."""
+def debug_run(while_paused: Callable[[DebugSession, int], object] | None = None) -> tuple[float, float]:
+    """Seconds from starting the adapter to the stop in torch, and to the program's exit.
+
+    ``while_paused(session, thread_id)``, if given, runs at the stop (benchmarks/run.py --quick
+    measures the requests there, to start one debug session instead of two); its time is
+    part of the time to exit.
+    """
     path, line = first_body_line(torch.autograd.backward)
     with DebugSession() as session:
         session.initialize()
@@ -59,6 +65,8 @@ def debug_run() -> tuple[float, float]:
         session.request("configurationDone")
         stopped = session.wait_for_event("stopped")
         to_stop = time.perf_counter() - session.adapter_started_at
+        if while_paused is not None:
+            while_paused(session, stopped["body"]["threadId"])
         session.set_breakpoints(path, [])
         session.request("continue", {"threadId": stopped["body"]["threadId"]})
         if session.run_to_end() != 0:

@@ -58,24 +58,30 @@ def round_trips(env: dict[str, str | None], repeat: int) -> tuple[str, dict[str,
         session.set_breakpoints(path, [line])
         session.request("configurationDone")
         thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        frame_id = session.top_frame(thread_id)["id"]
-        scopes = session.request("scopes", {"frameId": frame_id})["scopes"]
-        requests = {
-            "threads": None,
-            "stackTrace": {"threadId": thread_id, "startFrame": 0, "levels": 20},
-            "scopes": {"frameId": frame_id},
-            "variables": {"variablesReference": scopes[0]["variablesReference"]},
-        }
-        medians = {}
-        for command, arguments in requests.items():
-            times = []
-            for _ in range(repeat):
-                started = time.perf_counter()
-                session.request(command, arguments, timeout=30)
-                times.append((time.perf_counter() - started) * 1000)
-            medians[command] = statistics.median(times)
-        nodelay = session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, frame_id)
+        medians = paused_round_trips(session, thread_id, repeat)
+        nodelay = session.evaluate(NODELAY_OF_THE_DEBUGGER_SOCKET, session.top_frame(thread_id)["id"])
     return nodelay, medians
+
+
+def paused_round_trips(session: DebugSession, thread_id: int, repeat: int) -> dict[str, float]:
+    """In a session paused on ``thread_id``: the median ms of each request VSCode sends after a step."""
+    frame_id = session.top_frame(thread_id)["id"]
+    scopes = session.request("scopes", {"frameId": frame_id})["scopes"]
+    requests = {
+        "threads": None,
+        "stackTrace": {"threadId": thread_id, "startFrame": 0, "levels": 20},
+        "scopes": {"frameId": frame_id},
+        "variables": {"variablesReference": scopes[0]["variablesReference"]},
+    }
+    medians = {}
+    for command, arguments in requests.items():
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            session.request(command, arguments, timeout=30)
+            times.append((time.perf_counter() - started) * 1000)
+        medians[command] = statistics.median(times)
+    return medians
 
 
 def main() -> int:

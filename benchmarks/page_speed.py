@@ -154,8 +154,8 @@ def screenshot(path: Path, folder: Path) -> None:
     print(f"Saved the screenshot: {path}")
 
 
-def main() -> int:
-    args = build_parser().parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         if args.screenshot:
             screenshot(args.screenshot, Path(scratch))

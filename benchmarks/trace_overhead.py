@@ -20,7 +20,7 @@ Measured in one run, on this machine:
   ``--more`` for swin_t, vit_b_16, an LSTM and a TransformerEncoder too.
 
 Prints the figures and writes them as JSON with ``--output``. ``--quick``
-measures a little of everything once (pytest runs it so, to keep it working).
+measures a little of everything once, without warming up (pytest runs it so, to keep it working).
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ class PassOn(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def in_process(runs: int, batch: int, size: int) -> dict[str, float]:
+def in_process(runs: int, batch: int, size: int, warm_up: bool = True) -> dict[str, float]:
+    """Forward and backward untraced, in a mode that only passes ops on, and traced: the median
+    of ``runs`` each, taking turns; ``warm_up=False`` (--quick) times the first calls too."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)
     x = torch.randn(batch, 3, size, size)
@@ -110,7 +112,8 @@ def in_process(runs: int, batch: int, size: int) -> dict[str, float]:
         with traces.record():
             model(x).sum().backward()
 
-    plain(), mode_only(), traced()  # warm up: the first calls pick kernels and allocate
+    if warm_up:
+        plain(), mode_only(), traced()  # the first calls pick kernels and allocate
     times: dict[str, list[float]] = {"plain_s": [], "mode_only_s": [], "traced_s": []}
     for _ in range(runs):
         for label, run in (("plain_s", plain), ("mode_only_s", mode_only), ("traced_s", traced)):
@@ -168,12 +171,18 @@ def first_tensor(output):
     return output[0] if isinstance(output, tuple) else output
 
 
-def readability(name: str, size: int) -> dict[str, float]:
-    """Lines of the whole default trace (building the model, forward, backward), as python -m traces prints it."""
+def traced_model(name: str, size: int) -> traces.Trace:
+    """The whole default trace of a model: building it, forward, backward, as python -m traces records it."""
     torch.manual_seed(0)
     with traces.record(name=name) as trace:
         model, x = model_and_input(name, size)
         first_tensor(model(x)).sum().backward()
+    return trace
+
+
+def readability(name: str, size: int) -> dict[str, float]:
+    """Lines of the whole default trace, as python -m traces prints it."""
+    trace = traced_model(name, size)
     figures: dict[str, float] = {"nodes": len(trace.graph.nodes)}
     for width in (80, 120):
         console = Console(file=io.StringIO(), width=width, color_system=None)
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["in_process"] = {}
     for batch, size in [(args.batch, args.size)] + ([] if args.quick else [(4, 224)]):
         print(f"In process: resnet18 forward + backward, batch {batch} of {size}x{size}, {runs} runs")
-        result = figures["in_process"][f"{batch}x{size}"] = in_process(runs, batch, size)
+        result = figures["in_process"][f"{batch}x{size}"] = in_process(runs, batch, size, warm_up=not args.quick)
         print(f"  untraced {result['plain_s']:.3f} s, traced {result['traced_s']:.3f} s:"
               f" {result['ratio']:.2f}x (target <= {TARGETS['in process']});"
               f" a dispatch mode that only passes ops on {result['mode_only_s']:.3f} s: {result['mode_only_ratio']:.2f}x")

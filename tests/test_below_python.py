@@ -1,10 +1,12 @@
 """Below Python on the scenarios' traces: formulas on nodes, kernels behind ops, and --native's C++ path."""
 
+import importlib.util
 import json
 
 import pytest
 import torch
 
+from conftest import ROOT
 from scenarios.backward import backward_pass
 from scenarios.training_step import training_step
 from traces import Tracer
@@ -208,12 +210,14 @@ def test_the_ops_view_shows_the_kernel_that_ran_and_where_it_is_registered(trace
     assert f"C++ path: {NATIVE_NOT_ASKED}" in text
 
 
-def test_native_from_the_command_line_shows_the_cpp_path():
-    from conftest import run_script
+def test_native_from_the_command_line_shows_the_cpp_path(monkeypatch, capsys):
+    """What `python scenarios/backward.py --trace --native` prints: its main, in this process
+    (to spare a start of torch; the benchmark below runs the same command as a process)."""
+    from scenarios.backward import main
 
-    result = run_script("scenarios/backward.py", "--trace", "--native")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    monkeypatch.setenv("COLUMNS", "120")  # as tests/conftest.py's run_script runs a script
+    assert main(["--trace", "--native"]) == 0
+    out = capsys.readouterr().out
     assert "grad_a = grad * b = 1 * 2 = 2" in out
     assert "C++ path, from the last Python line to the dispatcher" in out
     assert "torch::autograd::THPVariable_add" in out and "at::_ops::add_Tensor::call" in out
@@ -221,16 +225,21 @@ def test_native_from_the_command_line_shows_the_cpp_path():
     assert "without the trace, the dispatcher calls the CPU kernel here: at::native::structured_mul_out::impl" in out
 
 
-def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path):
-    from conftest import run_script
-
+@pytest.mark.xdist_group("backward_runs")
+def test_the_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, capsys, shared_timings):
+    """benchmarks/below_python.py --quick: its main in this process; the three runs it times are
+    processes, the plain and --trace ones timed once for it and tests/test_benchmarks.py."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when it runs as a script
+    spec = importlib.util.spec_from_file_location("below_python", ROOT / "benchmarks" / "below_python.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr(benchmark, "wall_time", shared_timings(benchmark.wall_time))
     output = tmp_path / "below.json"
-    result = run_script("benchmarks/below_python.py", "--quick", "--output", str(output), timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert benchmark.main(["--quick", "--output", str(output)]) == 0
     figures = json.loads(output.read_text())
     assert figures["runs"] == 1 and set(figures["seconds"]) == {"plain", "--trace", "--trace --native"}
     assert figures["ratio_to_plain"]["plain"] == 1.0
-    assert "target --trace / plain <= 1.2: " in result.stdout
+    assert "target --trace / plain <= 1.2: " in capsys.readouterr().out
 
 
 def test_a_trace_with_an_unwritable_cache_folder_still_shows_the_formulas(tmp_path, monkeypatch, capsys):

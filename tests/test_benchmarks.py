@@ -1,25 +1,73 @@
 """The benchmark script keeps working: pytest runs it once in its quick mode.
 
 It measures nothing here (timings belong in its own output, not in tests); this
-only checks that it runs and writes every figure it promises.
+only checks that it runs and writes every figure it promises. It runs in this
+process (its ``main``), to spare a start of Python and torch: Ctrl-C while it
+starts is tested from the shell in tests/test_invisible_tracer.py.
 """
 
+import importlib.util
 import json
 
-from conftest import run_script
+import pytest
+
+from conftest import ROOT
 
 
-def test_the_benchmark_runs_in_quick_mode_and_writes_its_figures(tmp_path):
+@pytest.fixture
+def benchmark(monkeypatch):
+    """benchmarks/run.py as a module, with benchmarks/ on the path as when it runs as a script."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # undone after the test, with what run.py adds
+    spec = importlib.util.spec_from_file_location("benchmark_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.xdist_group("backward_runs")
+def test_the_benchmark_runs_in_quick_mode_and_writes_its_figures(benchmark, tmp_path, capsys, monkeypatch,
+                                                                shared_timings):
+    # The runs of scenarios/backward.py it times are timed once for it and tests/test_below_python.py.
+    monkeypatch.setattr(benchmark, "wall_time", shared_timings(benchmark.wall_time))
     output = tmp_path / "results.json"
-    result = run_script("benchmarks/run.py", "--quick", "--output", str(output), timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert benchmark.main(["--quick", "--output", str(output)]) == 0
     figures = json.loads(output.read_text())
     assert figures["machine"]["cores"] >= 1 and figures["machine"]["torch"]
     assert set(figures["floor_s"]) == {"import torch"}
     assert set(figures["scenarios"]["backward"]) == {"plain_s", "trace_s"}
     assert figures["imports"]["backward"]["biggest"] != "site"  # Python's own start-up is not counted
     assert figures["debugger"]["adapter_to_stop_in_torch_s"] > 0
+    assert figures["debugger"]["adapter_to_exit_s"] > figures["debugger"]["adapter_to_stop_in_torch_s"]
+    assert figures["debugger"]["plain_run_s"] == figures["scenarios"]["backward"]["trace_s"]  # the same run
     assert figures["debugger"]["stackTrace_ms"] > 0
+    assert set(figures["debugger"]) >= {"threads_ms", "scopes_ms", "variables_ms"}
     assert figures["quickstart_training"]["samples"] == 256
     assert set(figures["against_targets"]) == {"scenario / import torch", "scenario --trace / scenario"}
-    assert "target scenario / import torch <= 1.3" in result.stdout
+    assert "target scenario / import torch <= 1.3" in capsys.readouterr().out
+
+
+def test_suite_times_the_readmes_pytest_and_prints_it_against_60_s(benchmark, monkeypatch, capsys):
+    timed = []
+
+    def wall_time(argv, timeout):
+        timed.append(argv[1:])
+        return 41.6
+
+    monkeypatch.setattr(benchmark, "wall_time", wall_time)
+    assert benchmark.main(["--suite"]) == 0
+    assert timed == [["-m", "pytest", "-q", "-p", "no:cacheprovider"]]  # once, with pyproject.toml's -n auto
+    assert capsys.readouterr().out.splitlines()[-1] == "suite: 42 s (target 60 s)"
+
+
+def test_the_suites_line_reads_its_seconds_against_the_target(benchmark):
+    assert benchmark.suite_line(59.4) == "suite: 59 s (target 60 s)"
+    assert benchmark.suite_line(231.0) == "suite: 231 s (target 60 s)"
+
+
+def test_suite_and_quick_together_is_one_line_and_status_2(benchmark, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.main(["--suite", "--quick"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "benchmarks/run.py: error: argument --quick: not allowed with argument --suite (see --help)\n"
+    )

@@ -68,7 +68,7 @@ def test_trace_overhead_saves_its_figures_whole_or_not_at_all(tmp_path, monkeypa
     spec = importlib.util.spec_from_file_location("trace_overhead", ROOT / "benchmarks" / "trace_overhead.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    monkeypatch.setattr(benchmark, "in_process", lambda runs, batch, size: {key: 1.0 for key in IN_PROCESS_KEYS})
+    monkeypatch.setattr(benchmark, "in_process", lambda runs, batch, size, warm_up: {key: 1.0 for key in IN_PROCESS_KEYS})
     monkeypatch.setattr(benchmark, "readability", lambda name, size: {key: 1 for key in READABILITY_KEYS})
     output = tmp_path / "figures.json"
     output.write_text('{"earlier": true}\n')

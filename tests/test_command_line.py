@@ -1,11 +1,8 @@
 """The command line every scenario shares."""
 
-import json
-
 import pytest
 import torch
 from conftest import run_script, scenario_module, scenario_names
-from scenarios._record import DATA_SCENARIOS, quick_options
 
 SCENARIOS = scenario_names()
 
@@ -75,21 +72,20 @@ def test_bad_option_from_the_shell_prints_no_traceback():
     ]
 
 
+@pytest.mark.xdist_group("traced_run")
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_trace_prints_all_four_views_and_saves_json(name, tmp_path, request, capfd):
-    # In this process, to spare a torch import per scenario; the script itself is
-    # run from the shell by the tests above and below and by each scenario's tests.
-    # (capfd: a scenario on several ranks prints from the processes it starts.)
-    data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
-    options = quick_options(name, data, tmp_path)
-    assert scenario_module(name).main(["--trace", "--save-trace", str(tmp_path), *options]) == 0
-    out = capfd.readouterr().out
+def test_trace_prints_all_four_views_and_saves_json(name, traced_run):
+    # In this process, to spare a torch import per scenario, and once per session for every
+    # test that reads such a run (tests/conftest.py); the script itself is run from the shell
+    # by the tests above and below and by each scenario's tests.
+    run = traced_run(name)
+    out = run.out
     assert "Autograd graph" in out
     assert "Backward: the order in which the engine ran the nodes" in out
     assert "ATen ops: what ran below autograd" in out
     assert "Torch source entered" in out
     for trace_name in getattr(scenario_module(name), "RECORDED_TRACES", (name,)):  # one per rank, for ddp
-        data = json.loads((tmp_path / f"{trace_name}.json").read_text())
+        data = run.saved(trace_name)
         assert data["scenario"] == trace_name
         assert data["graph"]["nodes"] and data["backward"]
         # Below Python: every node has a formula or says what it is instead, every op its kernel.

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import run_main, run_script
-from scenarios.dynamic_graph import INPUT_A, INPUT_B, DataDependentModel, dynamic_graph, fresh_dynamo
+from conftest import main_once, run_script
+from scenarios.dynamic_graph import INPUT_A, INPUT_B, DataDependentModel, fresh_dynamo
 
 GRAPH_A = ["SumBackward0", "MulBackward0", "MulBackward0", "MulBackward0", "ReluBackward0", "MulBackward0", "AccumulateGrad"]
 GRAPH_B = ["SumBackward0", "MulBackward0", "MulBackward0", "NegBackward0", "MulBackward0", "AccumulateGrad"]
@@ -25,8 +25,14 @@ needs_dynamo = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def facts():
-    return dynamic_graph()
+def narrated():
+    """`python scenarios/dynamic_graph.py`, its main once in this process: the facts and what it printed."""
+    return main_once("dynamic_graph", [])
+
+
+@pytest.fixture(scope="module")
+def facts(narrated):
+    return narrated[0]
 
 
 # Eager mode
@@ -202,8 +208,8 @@ def test_saved_trace_has_the_traced_backward_of_a_and_the_facts(trace_run):
     assert data["facts"]["jit_output_b"] == [0.0, 4.0, 0.0]
 
 
-def test_the_narrative_states_each_fact_with_its_value(monkeypatch, capsys):
-    facts, lines = run_main("dynamic_graph", [], monkeypatch, capsys)
+def test_the_narrative_states_each_fact_with_its_value(narrated):
+    facts, lines = narrated
     saved = ["MulBackward0.other", "MulBackward0.other", "MulBackward0.other", "ReluBackward0.result", "MulBackward0.self"]
     expected = [
         "model: h = x * weight; if h.sum() > 0: h = relu(h) else: h = -h; then h = h * 2, int(max |x|) times",

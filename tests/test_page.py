@@ -3,6 +3,7 @@ headless Chromium (tests/chromium.py), one browser for the whole module."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from chromium import Chromium, chromium_path
 from conftest import ROOT, recorded_traces, scenario_module
 
@@ -24,6 +24,9 @@ from traces.render.page import page_data, relative_link, to_html
 
 DATA = re.compile(r'<script type="application/json" id="trace-data">(.*?)</script>', re.S)
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
+# The models' traces are made once per session (tests/conftest.py), shared with
+# tests/test_trace_at_size.py: one worker runs all of them.
+pytestmark = pytest.mark.xdist_group("model_traces")
 
 
 def embedded(page: str) -> dict:
@@ -105,13 +108,11 @@ def backward_page(browser, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def resnet_page(browser, tmp_path_factory):
-    """A torchvision resnet18 (random weights, a 64x64 input), saved by trace.save()."""
+def resnet_page(browser, tmp_path_factory, model_traces):
+    """A torchvision resnet18 (random weights, a 64x64 input), saved by trace.save(); its trace
+    is the session's (tests/conftest.py), made once for this module and tests/test_trace_at_size.py."""
     folder = tmp_path_factory.mktemp("resnet")
-    torch.manual_seed(0)
-    with traces.record(name="resnet18") as trace:
-        model = torchvision.models.resnet18(weights=None)
-        model(torch.randn(1, 3, 64, 64)).sum().backward()
+    trace = model_traces("resnet18").trace
     assert folder / "resnet18.html" in trace.save(folder)
     page = browser.open((folder / "resnet18.html").as_uri())
     page.trace = trace
@@ -276,17 +277,19 @@ def test_python_m_traces_html_and_open(tmp_path):
     assert embedded((tmp_path / "note.html").read_text())["page"]["links"] == {"note.py": "note.py"}
 
 
-def test_python_m_traces_html_that_cannot_be_written_is_one_line(tmp_path):
+def test_python_m_traces_html_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    # Its main, in this process (the test above starts it from the shell).
+    from traces.__main__ import main
+
     script = tmp_path / "note.py"
     script.write_text("import torch\nw = torch.ones(2, requires_grad=True)\n(w * 3).sum().backward()\n")
     (tmp_path / "note.html").mkdir()  # in the way
-    result = subprocess.run(
-        [sys.executable, "-m", "traces", "--html", "--views", "graph", "note.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"python -m traces: error: could not save the page: could not write {tmp_path / 'note.html'}: ")
-    assert result.stderr.count("\n") == 1
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["--html", "--views", "graph", "note.py"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m traces: error: could not save the page: could not write {tmp_path / 'note.html'}: ")
+    assert err.count("\n") == 1
 
 
 @needs_chromium
@@ -302,13 +305,16 @@ def test_a_run_without_backward_has_a_page_that_says_so(browser, tmp_path):
 
 
 @needs_chromium
-def test_the_page_benchmark_runs_in_quick_mode(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/page_speed.py", "--quick", "--screenshot", str(tmp_path / "page.png")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout.splitlines()[-1])
+def test_the_page_benchmark_runs_in_quick_mode(tmp_path, monkeypatch, capsys, model_traces):
+    """benchmarks/page_speed.py --quick, its main in this process, with the session's traces of
+    the two models (the same recipe as its own model_trace, made once for several tests)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when it runs as a script
+    spec = importlib.util.spec_from_file_location("page_speed", ROOT / "benchmarks" / "page_speed.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr(benchmark, "model_trace", lambda name: model_traces(name).trace)
+    assert benchmark.main(["--quick", "--screenshot", str(tmp_path / "page.png")]) == 0
+    figures = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert figures["densenet121 boxes at depth 2"] == 17 and figures["chain boxes then"] == 1002
     assert 0 < figures["resnet18 file (MB)"] < figures["densenet121 file (MB)"]
     assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

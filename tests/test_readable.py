@@ -20,6 +20,8 @@ from traces.recorders.source import SourceEntry
 from traces.render.terminal import render_source
 from traces.data.trace import Trace
 
+pytestmark = pytest.mark.xdist_group("model_traces")  # resnet18's trace, shared with tests/test_trace_at_size.py
+
 # A number as the views print it (not a node number "#3", which only the list layout has).
 NUMBER = re.compile(r"(?<![#\w.])-?\d+(?:\.\d+)?(?:e[-+]\d+)?(?![\w.])")
 LINK = re.compile(r"\S+\.(?:py|h|yaml|cpp):\d+")

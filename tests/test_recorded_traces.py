@@ -10,9 +10,9 @@ import json
 import re
 
 import pytest
-from conftest import recorded_traces, scenario_module, scenario_names, trace_names
+from conftest import recorded_traces, scenario_names, trace_names
 
-from scenarios._record import DATA_SCENARIOS, RECORDED, record_argv
+from scenarios._record import RECORDED
 from scenarios.backward import backward_pass
 from traces import Tracer
 from traces.render.compare import differences, order_violations, stable_view
@@ -37,13 +37,15 @@ def test_every_scenario_has_a_recorded_trace_and_picture(name):
     assert (RECORDED / f"{name}.html").read_text().startswith("<!DOCTYPE html>")
 
 
+@pytest.mark.xdist_group("traced_run")
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_a_fresh_run_matches_the_recorded_trace(name, tmp_path, request, capfd):
-    data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
-    assert scenario_module(name).main(record_argv(name, tmp_path, data, tmp_path)) == 0
+def test_a_fresh_run_matches_the_recorded_trace(name, traced_run):
+    # The run tests/test_command_line.py reads too (tests/conftest.py): scenarios/_record.py
+    # records with --save-trace alone, and --trace only prints what the same trace holds.
+    run = traced_run(name)
     for trace in trace_names(name):
         recorded = json.loads((RECORDED / f"{trace}.json").read_text())
-        fresh = json.loads((tmp_path / f"{trace}.json").read_text())
+        fresh = run.saved(trace)
         assert fresh["schema_version"] == recorded["schema_version"] == SCHEMA_VERSION
         found = differences(stable_view(recorded), stable_view(fresh))
         assert not found, f"{trace}: the trace differs from traces/recorded/{trace}.json:\n" + "\n".join(found)

@@ -7,7 +7,6 @@ import re
 
 import pytest
 import torch
-import torchvision
 from rich.console import Console
 
 import traces
@@ -19,24 +18,25 @@ LINE_LIMITS = {"resnet18": 400, "densenet121": 600}
 PATH_LINE = re.compile(r"^\s*(\[\d+\] )?(\S+:\d+|https://\S+)$")
 
 
-def traced(name: str):
+# The models' traces are made once per session (tests/conftest.py), shared with
+# tests/test_readable.py and tests/test_page.py: one worker runs all of them.
+pytestmark = pytest.mark.xdist_group("model_traces")
+
+
+def traced(model_traces, name: str):
     """The model's trace as `python -m traces` makes it: building the model, forward, backward."""
-    torch.manual_seed(0)
-    with traces.record(name=name) as trace:
-        model = getattr(torchvision.models, name)(weights=None)
-        loss = model(torch.randn(1, 3, 64, 64)).sum()
-        loss.backward()
-    return trace, model, loss
+    made = model_traces(name)
+    return made.trace, made.model, made.loss
 
 
-@pytest.fixture(scope="module")
-def resnet():
-    return traced("resnet18")
+@pytest.fixture
+def resnet(model_traces):
+    return traced(model_traces, "resnet18")
 
 
-@pytest.fixture(scope="module")
-def densenet():
-    return traced("densenet121")
+@pytest.fixture
+def densenet(model_traces):
+    return traced(model_traces, "densenet121")
 
 
 @pytest.fixture(params=["resnet18", "densenet121"])

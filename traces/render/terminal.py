@@ -37,7 +37,7 @@ from traces.render.grouping import (
     opened_modules,
 )
 from traces.render.terminal_lines import Lines, arriving_text, edge_gradient_text, gradient_text, location_text
-from traces.render.terminal_native import derivative_text, equations_text, render_formula_sources, render_kernels
+from traces.render.terminal_native import derivative_text, equations_text, formula_numbers, render_formula_sources, render_kernels
 
 PHASES = ("forward", "backward")
 MAX_SHAPES = 4  # an op's first call shows this many inputs (and outputs); the rest are counted
@@ -156,6 +156,7 @@ def graph_tree(graph: AutogradGraph) -> Tree:
     """
     tree = Tree("[bold]Autograd graph[/bold] [dim](gradients flow from the output down to the leaves)[/dim]")
     shown: set[str] = set()
+    numbers = formula_numbers(graph)
     # A walk with a stack of (branch, node, edge text), not recursion: a graph can be deep.
     stack = [(tree, output_id, "") for output_id in reversed(graph.outputs)]
     while stack:
@@ -165,7 +166,7 @@ def graph_tree(graph: AutogradGraph) -> Tree:
             branch.add(f"{edge_text}{node_text(node)} [dim](shown above)[/dim]")
             continue
         shown.add(node_id)
-        child = branch.add(edge_text + node_text(node) + derivative_text(node, graph))
+        child = branch.add(edge_text + node_text(node) + derivative_text(node, graph, numbers))
         for edge in reversed(graph.edges_from(node_id)):
             gradient = f"[yellow]grad {edge_gradient_text(edge)}[/yellow] → " if edge.gradient else ""
             stack.append((child, edge.target, gradient))
@@ -212,6 +213,7 @@ def render_graph_list(graph: AutogradGraph, console: Console) -> None:
             (" (gradients flow from the output down to the leaves), node by node: #1 is the output", "dim"),
         ),
     )
+    numbers = formula_numbers(graph)
     first_of_class: dict[str, str] = {}  # a node class's formula is written out once, at its first node
     for node_id, _ in order:
         node = graph.node(node_id)
@@ -221,7 +223,7 @@ def render_graph_list(graph: AutogradGraph, console: Console) -> None:
             lines.add(4, Text(f"formula: as #{number[first_of_class[node.name]]}", style="dim"))
         else:
             first_of_class[node.name] = node_id
-            for line in derivative_text(node, graph).split("\n")[1:]:
+            for line in derivative_text(node, graph, numbers).split("\n")[1:]:
                 lines.add(4, Text.from_markup(line.removeprefix("  ")))
         for edge in graph.edges_from(node_id):
             target = graph.node(edge.target)

@@ -79,12 +79,18 @@ def formula_sources(graph: AutogradGraph) -> list[SourceLink | None]:
     return [node.derivative.source for node in graph.nodes if node.derivative is not None]
 
 
-def derivative_text(node: AutogradNode, graph: AutogradGraph) -> str:
-    """The lines under a node in the graph tree: the formula behind each input's gradient."""
+def formula_numbers(graph: AutogradGraph) -> dict[str, int]:
+    """The number of each formula's source in the graph: counted once for the whole graph and
+    passed to ``derivative_text`` (counting it again at each node was quadratic in the nodes)."""
+    return numbered(formula_sources(graph))
+
+
+def derivative_text(node: AutogradNode, graph: AutogradGraph, numbers: dict[str, int]) -> str:
+    """The lines under a node in the graph tree: the formula behind each input's gradient,
+    with its source's number from ``formula_numbers(graph)``."""
     derivative = node.derivative
     if derivative is None:
         return ""
-    numbers = numbered(formula_sources(graph))
     if derivative.kind != "formula":
         text = f"\n[dim]{escape(derivative.summary)}[/dim] {reference(derivative.source, numbers)}"
         return text + returned_text(node, graph)
