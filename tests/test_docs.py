@@ -23,8 +23,8 @@ RUN_BY_A_TEST = {
     ),
     ".venv/bin/python scenarios/backward.py --trace --native": (
         "tests/test_below_python.py::test_native_from_the_command_line_shows_the_cpp_path",
-        ['run_script("scenarios/backward.py", "--trace", "--native")'],
-        "",
+        ['from scenarios.backward import main', 'main(["--trace", "--native"])'],
+        "its main with the same arguments, in the test's own process",
     ),
     ".venv/bin/python -m traces.gdb --op aten::mul.Tensor scenarios/backward.py": (
         "tests/test_gdb.py::test_gdb_stops_in_the_mul_kernel_of_the_backward_scenario_called_from_python",
