@@ -221,16 +221,22 @@ def ranks_of(launcher: subprocess.Popen) -> list[int]:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline and launcher.poll() is None:
         children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-        if len(children) == 2:
-            return sorted((int(pid) for pid in children), key=rank_of)
+        ranks = {rank_of(int(pid)): int(pid) for pid in children}
+        if set(ranks) == {0, 1}:
+            return [ranks[0], ranks[1]]
         time.sleep(0.05)
     raise AssertionError("the launcher never started two ranks")
 
 
-def rank_of(pid: int) -> int:
-    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    [rank] = [int(entry[5:]) for entry in environment if entry.startswith(b"RANK=")]
-    return rank
+def rank_of(pid: int) -> int | None:
+    """The rank a process runs as; None until it runs the rank's program (a child between fork
+    and exec still has its parent's environment, without RANK)."""
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone already
+        return None
+    ranks = [int(entry[5:]) for entry in environment if entry.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
 
 
 def alive(pid: int) -> bool:
