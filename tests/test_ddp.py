@@ -35,6 +35,9 @@ SCRIPT = ROOT / "scenarios" / "ddp.py"
 WAIT = 300  # seconds; two processes importing torch on a busy machine
 
 
+# The tests that read the two ranks' run go to one worker, so that it runs once (pytest --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("two_ranks")
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """The README's torchrun command, saving each rank's trace: one run of two ranks for every test that reads it."""
@@ -58,6 +61,15 @@ def two_ranks(tmp_path_factory):
 
 def facts_of(two_ranks, rank: int) -> ddp.DDPFacts:
     return ddp.DDPFacts(**two_ranks[1][rank]["facts"])
+
+
+def test_the_tests_sharing_the_run_stay_on_one_worker(request):
+    """Under the README's `pytest` (-n auto --dist loadgroup) the group mark above keeps this
+    module on one worker, so the two ranks run once; pytest 9 with pytest-xdist 3.8 ignored it."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        assert request.node.nodeid.endswith("@two_ranks")
+    else:
+        assert request.node.get_closest_marker("xdist_group").args == ("two_ranks",)
 
 
 def test_two_ranks_run_and_each_saves_its_own_trace(two_ranks):

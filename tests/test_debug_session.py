@@ -119,6 +119,7 @@ def backward_session() -> dict:
     return seen
 
 
+@pytest.mark.xdist_group("backward_session")  # one worker runs the session they share
 def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configuration, backward_session):
     path, line = first_body_line(torch.autograd.backward)
     assert backward_configuration["justMyCode"] is False
@@ -141,6 +142,7 @@ def test_a_breakpoint_in_torch_autograd_backward_stops_there(backward_configurat
     assert "w.grad = 5.0" in backward_session["output"]
 
 
+@pytest.mark.xdist_group("backward_session")  # one worker runs the session they share
 def test_step_in_under_trace_never_enters_the_tracer(backward_configuration, backward_session):
     path, _ = scenario_line(scenarios.backward.backward_pass, "a = w + x")
     _, next_line = scenario_line(scenarios.backward.backward_pass, "b = w + 1")
@@ -407,6 +409,7 @@ def current_file_session(tmp_path_factory) -> dict:
     return seen
 
 
+@pytest.mark.xdist_group("current_file_session")  # one worker runs the session they share
 def test_current_file_shows_tensors_and_the_autograd_graph(current_file_session):
     seen = current_file_session
     local = seen["in_backward"]
@@ -457,6 +460,7 @@ def test_current_file_shows_tensors_and_the_autograd_graph(current_file_session)
     assert "unpacked 0" in seen["output"]
 
 
+@pytest.mark.xdist_group("current_file_session")  # one worker runs the session they share
 def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_to_sgd_step(current_file_session):
     seen = current_file_session
     assert [placed["verified"] for placed in seen["placed"][1:3]] == [True, True]
@@ -479,6 +483,7 @@ def test_optimizer_step_goes_through_torchs_wrapper_a_function_breakpoint_goes_t
     assert "weight [0.7999999523162842, 0.7999999523162842, 0.7999999523162842]" in seen["output"]
 
 
+@pytest.mark.xdist_group("current_file_session")  # one worker runs the session they share
 def test_unusual_values_and_a_users_own_traces_module(current_file_session):
     """The user's traces.py is never run by the extension, and the program imports its own;
     freed storage, Copy Value, a 10,000-input node, containers and a saved dim of -1."""
