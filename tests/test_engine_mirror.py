@@ -395,17 +395,22 @@ SCENARIOS = ["backward", "leaf_gradients", "unsqueeze", "in_place", "saved_tenso
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_each_scenario_prints_the_same_facts_when_its_backward_runs_in_the_mirror(name, capsys):
+def test_each_scenario_prints_the_same_facts_when_its_backward_runs_in_the_mirror(name, capsys, request, tmp_path):
     """Every fact a scenario prints (gradients, errors, what was freed) is the
     same when Tensor.backward and autograd.grad run in the mirror."""
     import importlib
 
+    from scenarios._record import DATA_SCENARIOS, quick_options
+
     scenario = importlib.import_module(f"scenarios.{name}")
-    assert scenario.main([]) == 0
+    # The data made once for the session (not into the checkout, and not "generated now" in one run only).
+    data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else tmp_path
+    argv = quick_options(name, data, tmp_path)
+    assert scenario.main(argv) == 0
     by_torch = capsys.readouterr().out
     steps = []
     with engine.installed(), engine.watching(steps.append):
-        assert scenario.main([]) == 0
+        assert scenario.main(argv) == 0
     assert capsys.readouterr().out == by_torch
     assert steps, "the mirror ran no node"
 
