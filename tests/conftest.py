@@ -228,3 +228,32 @@ def shared_timings() -> Callable[[Callable[..., float]], Callable[..., float]]:
         return timed_once
 
     return shared
+
+
+# -- the formula index (traces/below/cache.py), for the tests of its cache -----------------
+
+
+@pytest.fixture(scope="session")
+def index_data() -> dict:
+    """The installed torch's index as its cache holds it (built and cached first where there is
+    none); tests only read it."""
+    from traces.below import cache
+
+    cache.installed_index()
+    data = cache.read_cache(cache.cache_file(cache.cache_folder()))
+    return data if data is not None else cache.build_index()
+
+
+@pytest.fixture
+def built(monkeypatch, index_data) -> list:
+    """Count the builds, and serve the index without building it."""
+    from traces.below import cache
+
+    builds = []
+
+    def build():
+        builds.append(1)
+        return json.loads(json.dumps(index_data))
+
+    monkeypatch.setattr(cache, "build_index", build)
+    return builds

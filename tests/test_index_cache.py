@@ -16,25 +16,6 @@ import pytest
 from traces.below import cache, formulas
 
 
-@pytest.fixture(scope="module")
-def index_data():
-    data = cache.read_cache(cache.cache_file(cache.cache_folder()))
-    return data if data is not None else cache.build_index()
-
-
-@pytest.fixture
-def built(monkeypatch, index_data):
-    """Count the builds, and serve the index without building it."""
-    builds = []
-
-    def build():
-        builds.append(1)
-        return json.loads(json.dumps(index_data))
-
-    monkeypatch.setattr(cache, "build_index", build)
-    return builds
-
-
 @pytest.fixture
 def folder(tmp_path):
     private = tmp_path / "cache"

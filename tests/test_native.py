@@ -24,13 +24,6 @@ def index():
     return cache.installed_index()
 
 
-@pytest.fixture(scope="module")
-def index_data(index):
-    """The index as the cache holds it, without building it again."""
-    data = cache.read_cache(cache.cache_file(cache.cache_folder()))
-    return data if data is not None else cache.build_index()
-
-
 def formulas_of(index, node):
     return {tuple(f.inputs): f.formula for f in formulas.node_derivative(node, index).formulas}
 
@@ -425,19 +418,6 @@ def test_a_missing_cache_is_built_with_torchgen_and_saved(tmp_path, index_data):
     assert json.loads(rest) == index_data and first == b"sha256 " + hashlib.sha256(rest).hexdigest().encode()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     assert path.stat().st_mode & 0o777 == 0o600
-
-
-@pytest.fixture
-def built(monkeypatch, index_data):
-    """Count the builds, and serve the index without building it."""
-    builds = []
-
-    def build():
-        builds.append(1)
-        return json.loads(json.dumps(index_data))
-
-    monkeypatch.setattr(cache, "build_index", build)
-    return builds
 
 
 def test_a_cached_index_is_read_not_built(tmp_path, built):
