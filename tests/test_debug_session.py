@@ -577,7 +577,7 @@ def test_a_dataloader_worker_answers_at_once_and_stops_at_its_breakpoints(tmp_pa
 # -- F11 with --trace -----------------------------------------------------------------------
 
 
-TRACED_SCRIPT = """\
+USERS_SCRIPT = """\
 import torch
 
 w = torch.ones(2, requires_grad=True)
@@ -587,19 +587,25 @@ print("w.grad", w.grad.tolist())
 """
 
 
-def test_step_in_under_python_m_traces_goes_through_the_backward_watch_into_torch(tmp_path):
-    script = tmp_path / "my_model.py"
-    script.write_text(TRACED_SCRIPT)
-    backward_line = TRACED_SCRIPT.splitlines().index("loss.backward()") + 1
-    [config] = [c for c in test_launch_configs.CONFIGURATIONS if c["name"] == "Trace current file"]
-    with DebugSession() as session:
-        session.initialize()
-        session.launch(substitute(config, file=script))
-        session.set_breakpoints(str(script), [backward_line])
-        session.request("configurationDone")
+def stopped_on_users_backward(session: DebugSession, configuration_name: str, folder: Path) -> tuple[Path, int, int]:
+    """Launch the named configuration on a small script of the user's (USERS_SCRIPT) and stop on its
+    ``loss.backward()`` line, that breakpoint removed again: (the script, that line, the thread)."""
+    script = folder / "my_model.py"
+    script.write_text(USERS_SCRIPT)
+    backward_line = USERS_SCRIPT.splitlines().index("loss.backward()") + 1
+    [config] = [c for c in test_launch_configs.CONFIGURATIONS if c["name"] == configuration_name]
+    session.initialize()
+    session.launch(substitute(config, file=script))
+    session.set_breakpoints(str(script), [backward_line])
+    session.request("configurationDone")
+    thread_id = session.wait_for_event("stopped")["body"]["threadId"]
+    session.set_breakpoints(str(script), [])
+    return script, backward_line, thread_id
 
-        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        session.set_breakpoints(str(script), [])
+
+def test_step_in_under_python_m_traces_goes_through_the_backward_watch_into_torch(tmp_path):
+    with DebugSession() as session:
+        script, backward_line, thread_id = stopped_on_users_backward(session, "Trace current file", tmp_path)
         stops, callers = [], []
         while len(stops) < 400:
             session.request("stepIn", {"threadId": thread_id})

@@ -4,9 +4,8 @@ traces/mirror/engine.py, and a conditional breakpoint there stops at one node wi
 import inspect
 from pathlib import Path
 
-import test_launch_configs
 from dap_client import DebugSession
-from test_debug_session import line_calling
+from test_debug_session import line_calling, stopped_on_users_backward
 from vscode_files import scenario_configuration, substitute
 
 import scenarios.engine
@@ -53,29 +52,9 @@ def test_f11_from_engine_backward_lands_in_traces_engine_and_stops_at_one_node()
         assert session.run_to_end() == 0
 
 
-SCRIPT = """\
-import torch
-
-w = torch.ones(2, requires_grad=True)
-loss = (w * 3).sum()
-loss.backward()
-print("w.grad", w.grad.tolist())
-"""
-
-
 def test_f11_from_loss_backward_under_engine_python_reaches_traces_engine(tmp_path):
-    script = tmp_path / "my_model.py"
-    script.write_text(SCRIPT)
-    backward_line = SCRIPT.splitlines().index("loss.backward()") + 1
-    [config] = [c for c in test_launch_configs.CONFIGURATIONS if c["name"] == "Current file, backward in Python"]
     with DebugSession() as session:
-        session.initialize()
-        session.launch(substitute(config, file=script))
-        session.set_breakpoints(str(script), [backward_line])
-        session.request("configurationDone")
-
-        thread_id = session.wait_for_event("stopped")["body"]["threadId"]
-        session.set_breakpoints(str(script), [])
+        _, _, thread_id = stopped_on_users_backward(session, "Current file, backward in Python", tmp_path)
         stops = []
         while len(stops) < 60:
             session.request("stepIn", {"threadId": thread_id})
