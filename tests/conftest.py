@@ -156,6 +156,9 @@ def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
     runs: dict[str, ScenarioRun] = {}
 
     def run(name: str) -> ScenarioRun:
+        if name == "ddp":  # its ranks are processes in any case: the torchrun run, shared with tests/test_ddp.py
+            completed, folder = request.getfixturevalue("torchrun_ddp")
+            return ScenarioRun(completed.stdout, folder / "out")
         if name not in runs:
             folder = tmp_path_factory.mktemp(f"traced_{name}")
             data = request.getfixturevalue("fashion_data") if name in DATA_SCENARIOS else folder
@@ -167,6 +170,28 @@ def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
         return runs[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def torchrun_ddp(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """docs/ddp.md's torchrun command, once per session: two ranks, each printing its trace and
+    saving it into out/. tests/test_ddp.py reads its facts; ``traced_run("ddp")`` is this run.
+    Mark the tests that read it ``@pytest.mark.xdist_group("traced_run")``."""
+    from scenarios._ranks import free_port
+
+    folder = tmp_path_factory.mktemp("ddp")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    port = str(free_port())  # the command uses torchrun's default, 29500; tests run side by side
+    script = ROOT / "scenarios" / "ddp.py"
+    run = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(script), "--trace", "--save-trace", "out"],
+        cwd=folder,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,  # two processes importing torch on a busy machine
+    )
+    return run, folder
 
 
 @dataclass

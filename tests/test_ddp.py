@@ -1,8 +1,9 @@
 """The data-parallel lesson (scenarios/ddp.py): DDP on torch.distributed, gloo on CPU.
 
-One run of the README's ``torchrun --nproc-per-node 2 scenarios/ddp.py`` (with
-``--save-trace DIR``) is shared by most tests: each rank's facts are in its trace's JSON,
-its narrative on stdout. The script's own launcher (``python scenarios/ddp.py --ranks 2``)
+One run of docs/ddp.md's ``torchrun --nproc-per-node 2 scenarios/ddp.py --trace`` (with
+``--save-trace out``; tests/conftest.py's ``torchrun_ddp``) is shared by most tests here and by
+the trace tests of every scenario: each rank's facts are in its trace's JSON, its narrative
+and its trace on stdout. The script's own launcher (``python scenarios/ddp.py --ranks 2``)
 runs to its end in the debugger's configuration, and is stopped by Ctrl-C and by a killed
 rank below. The lesson function itself also runs here, in this process, as a world of one rank.
 """
@@ -29,29 +30,21 @@ from torch.nn.parallel import DistributedDataParallel
 from vscode_files import scenario_configuration, substitute
 
 from scenarios import ddp
-from scenarios._ranks import free_port, recorded_trace_names, without_ranks_option
+from scenarios._ranks import recorded_trace_names, without_ranks_option
 
 SCRIPT = ROOT / "scenarios" / "ddp.py"
 WAIT = 300  # seconds; two processes importing torch on a busy machine
 
 
-# The tests that read the two ranks' run go to one worker, so that it runs once (pytest --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("two_ranks")
+# The tests that read the two ranks' run go to one worker, so that it runs once (pytest --dist loadgroup),
+# with the tests of tests/test_command_line.py and tests/test_recorded_traces.py that read the same run.
+pytestmark = pytest.mark.xdist_group("traced_run")
+
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """The README's torchrun command, saving each rank's trace: one run of two ranks for every test that reads it."""
-    folder = tmp_path_factory.mktemp("ddp")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    port = str(free_port())  # the README's command uses torchrun's default, 29500; tests run side by side
-    run = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(SCRIPT), "--save-trace", "out"],
-        cwd=folder,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
+def two_ranks(torchrun_ddp):
+    """docs/ddp.md's torchrun command (tests/conftest.py): what it printed, and each rank's saved trace."""
+    run, folder = torchrun_ddp
     traces = {}
     for rank in (0, 1):
         path = folder / "out" / f"ddp_rank{rank}.json"
@@ -67,9 +60,9 @@ def test_the_tests_sharing_the_run_stay_on_one_worker(request):
     """Under the README's `pytest` (-n auto --dist loadgroup) the group mark above keeps this
     module on one worker, so the two ranks run once; pytest 9 with pytest-xdist 3.8 ignored it."""
     if "PYTEST_XDIST_WORKER" in os.environ:
-        assert request.node.nodeid.endswith("@two_ranks")
+        assert request.node.nodeid.endswith("@traced_run")
     else:
-        assert request.node.get_closest_marker("xdist_group").args == ("two_ranks",)
+        assert request.node.get_closest_marker("xdist_group").args == ("traced_run",)
 
 
 def test_two_ranks_run_and_each_saves_its_own_trace(two_ranks):
@@ -361,4 +354,7 @@ def test_every_rank_stops_at_breakpoints_in_the_scenario_and_in_ddp_forward(tmp_
         output = session.terminal_output()
         assert "[rank 0] every .grad equal on every rank after backward: True" in output
         assert "[rank 1] every .grad equal on every rank after backward: True" in output
+        # --trace: each rank prints its trace (tests/test_command_line.py reads the torchrun run's)
+        for view in ("Autograd graph", "Backward: the order in which the engine ran the nodes", "ATen ops: what ran below autograd"):
+            assert output.count(view) == 2, view
     assert list((tmp_path / "tmp").glob("torchelastic_*")) == []  # no log folder of the launcher's

@@ -38,10 +38,10 @@ RUN_BY_A_TEST = {
         "as its launch configuration runs it, under the debugger: --trace --ranks 2 --timeout 1800",
     ),
     ".venv/bin/torchrun --nproc-per-node 2 scenarios/ddp.py --trace": (
-        "tests/test_ddp.py::two_ranks",
-        ['[str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(SCRIPT), "--save-trace", "out"]'],
-        "on a free port instead of 29500 (tests run side by side), saving the traces instead of printing "
-        "them (the fixture that test_torchrun_starts_the_ranks_as_the_readme_says and the trace tests read)",
+        "tests/conftest.py::torchrun_ddp",
+        ['[str(torchrun), "--nproc-per-node", "2", "--master-port", port, str(script), "--trace", "--save-trace", "out"]'],
+        "on a free port instead of 29500 (tests run side by side), saving the traces too (the fixture that "
+        "test_torchrun_starts_the_ranks_as_the_readme_says, the trace tests and traced_run(\"ddp\") read)",
     ),
     ".venv/bin/python -m debugpy --listen 127.0.0.1:5678 --wait-for-client scenarios/backward.py --trace": (
         "tests/test_debug_session.py::test_attach_shows_tensors_and_answers_at_once_too",
