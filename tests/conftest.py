@@ -19,7 +19,7 @@ import pytest
 from scenarios._record import ROOT, scenario_names
 
 __all__ = [
-    "ROOT", "ModelTrace", "ScenarioRun", "main_once", "recorded_traces", "run_main", "run_script",
+    "EVERY_TEST", "ROOT", "ModelTrace", "ScenarioRun", "main_once", "recorded_traces", "run_main", "run_script",
     "scenario_module", "scenario_names", "trace_names",
 ]
 
@@ -35,6 +35,15 @@ def pytest_configure(config) -> None:
 
         os.environ["OMP_NUM_THREADS"] = "1"  # for the processes it starts; torch has loaded already
         torch.set_num_threads(1)
+
+
+EVERY_TEST = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Keep every test collected, before -k or -m leave some out (tests/test_shared_runs.py reads them)."""
+    config.stash[EVERY_TEST] = list(items)
 
 
 def scenario_module(name: str):

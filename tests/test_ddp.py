@@ -37,8 +37,9 @@ WAIT = 300  # seconds; two processes importing torch on a busy machine
 
 
 # The tests that read the two ranks' run go to one worker, so that it runs once (pytest --dist loadgroup),
-# with the tests of tests/test_command_line.py and tests/test_recorded_traces.py that read the same run.
-pytestmark = pytest.mark.xdist_group("traced_run")
+# with the tests of tests/test_command_line.py and tests/test_recorded_traces.py that read the same run;
+# the others here start processes of their own, and go to whichever worker is free.
+reads_the_torchrun_run = pytest.mark.xdist_group("traced_run")
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +57,17 @@ def facts_of(two_ranks, rank: int) -> ddp.DDPFacts:
     return ddp.DDPFacts(**two_ranks[1][rank]["facts"])
 
 
+@reads_the_torchrun_run
 def test_the_tests_sharing_the_run_stay_on_one_worker(request):
-    """Under the README's `pytest` (-n auto --dist loadgroup) the group mark above keeps this
-    module on one worker, so the two ranks run once; pytest 9 with pytest-xdist 3.8 ignored it."""
+    """Under the README's `pytest` (-n auto --dist loadgroup) the group mark keeps the tests that
+    read the run on one worker, so the two ranks run once; pytest 9 with pytest-xdist 3.8 ignored it."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         assert request.node.nodeid.endswith("@traced_run")
     else:
         assert request.node.get_closest_marker("xdist_group").args == ("traced_run",)
 
 
+@reads_the_torchrun_run
 def test_two_ranks_run_and_each_saves_its_own_trace(two_ranks):
     run, traces = two_ranks
     assert (run.returncode, run.stderr) == (0, "")
@@ -72,6 +75,7 @@ def test_two_ranks_run_and_each_saves_its_own_trace(two_ranks):
     assert [facts_of(two_ranks, rank).rank for rank in (0, 1)] == [0, 1]
 
 
+@reads_the_torchrun_run
 def test_each_rank_prints_what_it_found_in_turn(two_ranks):
     run, _ = two_ranks
     printed = [line for line in run.stdout.splitlines() if line.startswith("[rank")]
@@ -82,6 +86,7 @@ def test_each_rank_prints_what_it_found_in_turn(two_ranks):
     assert saved == ["out/ddp_rank0.json", "out/ddp_rank1.json"]
 
 
+@reads_the_torchrun_run
 def test_the_process_group_is_gloo_on_this_machine_only(two_ranks):
     for rank in (0, 1):
         facts = facts_of(two_ranks, rank)
@@ -89,6 +94,7 @@ def test_the_process_group_is_gloo_on_this_machine_only(two_ranks):
     assert "store on 127.0.0.1" in two_ranks[0].stdout
 
 
+@reads_the_torchrun_run
 def test_ddp_broadcasts_rank_0s_parameters_at_construction(two_ranks):
     facts = facts_of(two_ranks, 1)
     before, after = facts.first_weights_before_ddp, facts.first_weights_after_ddp
@@ -97,6 +103,7 @@ def test_ddp_broadcasts_rank_0s_parameters_at_construction(two_ranks):
     assert facts_of(two_ranks, 0).first_weights_after_ddp == after
 
 
+@reads_the_torchrun_run
 def test_buckets_are_all_reduced_while_backward_still_runs(two_ranks):
     for rank in (0, 1):
         facts = facts_of(two_ranks, rank)
@@ -110,6 +117,7 @@ def test_buckets_are_all_reduced_while_backward_still_runs(two_ranks):
         )
 
 
+@reads_the_torchrun_run
 def test_every_rank_holds_the_gradient_of_the_whole_batch(two_ranks):
     for rank in (0, 1):
         facts = facts_of(two_ranks, rank)
@@ -120,6 +128,7 @@ def test_every_rank_holds_the_gradient_of_the_whole_batch(two_ranks):
     assert facts_of(two_ranks, 0).max_difference_from_one_process == facts_of(two_ranks, 1).max_difference_from_one_process
 
 
+@reads_the_torchrun_run
 def test_no_sync_keeps_gradients_local_until_the_next_synchronised_backward(two_ranks):
     for rank in (0, 1):
         facts = facts_of(two_ranks, rank)
@@ -128,12 +137,14 @@ def test_no_sync_keeps_gradients_local_until_the_next_synchronised_backward(two_
         assert 0 <= facts.max_difference_after_no_sync < 1e-6
 
 
+@reads_the_torchrun_run
 def test_a_rank_that_skips_backward_leaves_the_others_waiting_until_the_timeout(two_ranks):
     waited = f"Timed out waiting {ddp.SKIP_TIMEOUT * 1000}ms for recv operation to complete"
     assert facts_of(two_ranks, 0).skipped_backward_error == waited
     assert facts_of(two_ranks, 1).skipped_backward_error.startswith("none: it skipped backward")
 
 
+@reads_the_torchrun_run
 def test_a_parameter_without_gradient_stops_the_next_forward_on_every_rank(two_ranks):
     for rank in (0, 1):
         facts = facts_of(two_ranks, rank)
@@ -143,6 +154,7 @@ def test_a_parameter_without_gradient_stops_the_next_forward_on_every_rank(two_r
         assert facts.unused_parameter_grad_with_detection is None  # found, skipped, and the step ran
 
 
+@reads_the_torchrun_run
 def test_each_ranks_trace_holds_the_all_reduce_of_each_bucket_in_backward(two_ranks):
     for rank in (0, 1):
         trace = two_ranks[1][rank]
@@ -155,6 +167,7 @@ def test_each_ranks_trace_holds_the_all_reduce_of_each_bucket_in_backward(two_ra
         assert {"MseLossBackward0", "AddmmBackward0"} <= names
 
 
+@reads_the_torchrun_run
 def test_torchrun_starts_the_ranks_as_the_readme_says(two_ranks):
     run, _ = two_ranks
     assert (run.returncode, run.stderr) == (0, "")
