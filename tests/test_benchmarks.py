@@ -8,6 +8,10 @@ starts is tested from the shell in tests/test_invisible_tracer.py.
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -46,22 +50,46 @@ def test_the_benchmark_runs_in_quick_mode_and_writes_its_figures(benchmark, tmp_
     assert "target scenario / import torch <= 1.3" in capsys.readouterr().out
 
 
+# A process that spends at least 0.3 s of CPU, as the suite's workers and the programs they start do.
+BURN = "import time\nwhile time.process_time() < 0.3: pass"
+
+
 def test_suite_times_the_readmes_pytest_and_prints_it_against_60_s(benchmark, monkeypatch, capsys):
     timed = []
 
     def wall_time(argv, timeout):
         timed.append(argv[1:])
+        subprocess.run([sys.executable, "-c", BURN], check=True)
         return 41.6
 
     monkeypatch.setattr(benchmark, "wall_time", wall_time)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert benchmark.main(["--suite"]) == 0
     assert timed == [["-m", "pytest", "-q", "-p", "no:cacheprovider"]]  # once, with pyproject.toml's -n auto
-    assert capsys.readouterr().out.splitlines()[-1] == "suite: 42 s (target 60 s)"
+    line = capsys.readouterr().out.splitlines()[-1]
+    found = re.fullmatch(r"suite: 42 s \(target 60 s\); its processes used (\d+) s of CPU, (\d+) s on each of 2 cores", line)
+    assert found, line
+    assert 0 <= int(found[1]) <= 2 and int(found[2]) <= 1
+
+
+def test_the_suites_cpu_time_counts_the_processes_it_started(benchmark, monkeypatch):
+    def wall_time(argv, timeout):
+        subprocess.run([sys.executable, "-c", BURN], check=True)
+        return 41.6
+
+    monkeypatch.setattr(benchmark, "wall_time", wall_time)
+    seconds, cpu_seconds = benchmark.suite_time()
+    assert seconds == 41.6
+    assert 0.3 <= cpu_seconds < 5  # the burning process, and Python's start-up
 
 
 def test_the_suites_line_reads_its_seconds_against_the_target(benchmark):
-    assert benchmark.suite_line(59.4) == "suite: 59 s (target 60 s)"
-    assert benchmark.suite_line(231.0) == "suite: 231 s (target 60 s)"
+    assert benchmark.suite_line(59.4, 232.4, 2) == (
+        "suite: 59 s (target 60 s); its processes used 232 s of CPU, 116 s on each of 2 cores"
+    )
+    assert benchmark.suite_line(231.0, 40.0, 4) == (
+        "suite: 231 s (target 60 s); its processes used 40 s of CPU, 10 s on each of 4 cores"
+    )
 
 
 def test_suite_and_quick_together_is_one_line_and_status_2(benchmark, capsys):
