@@ -157,8 +157,9 @@ def printed() -> Iterator[io.StringIO]:
 @pytest.fixture(scope="session")
 def traced_run(request, tmp_path_factory) -> Callable[[str], ScenarioRun]:
     """``traced_run(name)``: the scenario run once per test session with --trace and --save-trace,
-    in this process (ddp's ranks are processes in any case: its run is ``torchrun_ddp``); every test that reads what such a run prints or saves shares it
-    (tests/test_recorded_traces.py compares its traces, tests/test_command_line.py its views).
+    in this process (ddp's ranks are processes in any case: its run is ``torchrun_ddp``); every
+    test that reads what such a run prints or saves shares it (tests/test_recorded_traces.py
+    compares its traces, tests/test_command_line.py its views).
     Mark those tests ``@pytest.mark.xdist_group("traced_run")`` so that one worker runs them all."""
     from scenarios._record import DATA_SCENARIOS, quick_options
 
