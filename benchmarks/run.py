@@ -102,12 +102,21 @@ def suite_time(timeout: float = 1800) -> tuple[float, float]:
     return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
+def what_it_said_last(process: subprocess.CompletedProcess) -> str:
+    """A failed command's last line on stderr; else, for pytest (which reports on stdout), the
+    tests that failed and its last line; else its last line on stdout."""
+    stderr, stdout = process.stderr.strip().splitlines(), process.stdout.strip().splitlines()
+    if stderr:
+        return stderr[-1]
+    failed = [line for line in stdout if line.startswith(("FAILED ", "ERROR "))]
+    return "; ".join([*failed, stdout[-1].strip("= ")] if stdout else ["(no output)"])
+
+
 def wall_time(argv: list[str], timeout: float = 900) -> float:
     started = time.perf_counter()
     process = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if process.returncode != 0:
-        last_line = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchmarkFailed(f"{' '.join(argv[1:])} failed with status {process.returncode}: {last_line}")
+        raise BenchmarkFailed(f"{' '.join(argv[1:])} failed with status {process.returncode}: {what_it_said_last(process)}")
     return time.perf_counter() - started
 
 
@@ -162,8 +171,7 @@ def whole_quickstart(data: Path, work: Path, options: list[str]) -> dict[str, fl
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )
     if process.returncode != 0:
-        last_line = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchmarkFailed(f"scenarios/quickstart.py failed with status {process.returncode}: {last_line}")
+        raise BenchmarkFailed(f"scenarios/quickstart.py failed with status {process.returncode}: {what_it_said_last(process)}")
     accuracy = re.findall(r"Accuracy: ([\d.]+)%", process.stdout)
     threads = re.search(r"^Threads: (\d+)", process.stdout, re.MULTILINE)
     return {

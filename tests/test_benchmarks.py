@@ -83,6 +83,25 @@ def test_the_suites_cpu_time_counts_the_processes_it_started(benchmark, monkeypa
     assert 0.3 <= cpu_seconds < 5  # the burning process, and Python's start-up
 
 
+@pytest.mark.parametrize(
+    "code, said",
+    [
+        ("import sys; print('a'); sys.exit('one line on stderr')", "one line on stderr"),
+        (  # pytest reports on stdout: the tests that failed, and its last line
+            "print('FAILED tests/t.py::test_a - assert 1 == 2'); print('ERROR tests/t.py::test_b');"
+            "print('== 1 failed, 1 error, 3 passed in 1.20s =='); raise SystemExit(1)",
+            "FAILED tests/t.py::test_a - assert 1 == 2; ERROR tests/t.py::test_b; 1 failed, 1 error, 3 passed in 1.20s",
+        ),
+        ("raise SystemExit(3)", "(no output)"),
+    ],
+)
+def test_a_failed_command_is_one_line_with_what_it_said_last(benchmark, code, said):
+    with pytest.raises(benchmark.BenchmarkFailed) as failed:
+        benchmark.wall_time([sys.executable, "-c", code])
+    status = 3 if code.endswith("(3)") else 1
+    assert str(failed.value) == f"-c {code} failed with status {status}: {said}"
+
+
 def test_the_suites_line_reads_its_seconds_against_the_target(benchmark):
     assert benchmark.suite_line(59.4, 232.4, 2) == (
         "suite: 59 s (target 60 s); its processes used 232 s of CPU, 116 s on each of 2 cores"
