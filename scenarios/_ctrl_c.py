@@ -21,6 +21,14 @@ from pathlib import Path
 INTERRUPTED = 130  # the shell's status for a program ended by Ctrl-C (128 + SIGINT)
 
 
+def say(line: str) -> None:
+    """Print ``line`` on stderr in one write. print() writes the text and its newline
+    apart, so when several processes share the terminal (the ranks of scenarios/ddp.py,
+    stopped by one Ctrl-C) two such lines could be mixed into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 # The project's folders whose scripts take over Ctrl-C this way: the scenarios and the benchmarks.
 SCRIPT_FOLDERS = ("scenarios", "benchmarks")
 
@@ -36,7 +44,7 @@ def script_name() -> str | None:
 
 
 def exit_at_once(signum, frame) -> None:
-    print(f"{script_name()}: interrupted (Ctrl-C) while starting; nothing was done", file=sys.stderr, flush=True)
+    say(f"{script_name()}: interrupted (Ctrl-C) while starting; nothing was done")
     os._exit(INTERRUPTED)
 
 

@@ -23,7 +23,7 @@ import socket
 import sys
 import uuid
 
-from scenarios._ctrl_c import INTERRUPTED
+from scenarios._ctrl_c import INTERRUPTED, say
 from scenarios._runner import parse_arguments
 
 
@@ -100,10 +100,10 @@ def start_torchrun(
         elastic_launch(config, entrypoint=sys.executable)(*interpreter_options(), script, *without_ranks_option(argv))
     except ChildFailedError as failed:
         rank, failure = failed.get_first_failure()  # the first to fail: the others were stopped after it
-        print(f"{prog}: error: rank {rank} {how_it_ended(failure.exitcode)}; the other ranks were stopped", file=sys.stderr)
+        say(f"{prog}: error: rank {rank} {how_it_ended(failure.exitcode)}; the other ranks were stopped")
         return INTERRUPTED if failure.exitcode == INTERRUPTED else 1
     except (SignalException, KeyboardInterrupt):
-        print(f"{prog}: interrupted (Ctrl-C); every rank was stopped", file=sys.stderr)
+        say(f"{prog}: interrupted (Ctrl-C); every rank was stopped")
         return INTERRUPTED
     finally:
         os.environ.clear()

@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, ContextManager
 
 import torch
 
-from scenarios._ctrl_c import INTERRUPTED, hand_back
+from scenarios._ctrl_c import INTERRUPTED, hand_back, say
 from traces import NO_TRACE, Tracer
 from traces.__main__ import whole_number  # the one argument type both command lines use
 
@@ -219,10 +218,10 @@ def run_scenario(
         args = parse_arguments(parser, argv)
         return run_lesson(trace_name or name, lesson, narrate, args, show_trace, in_turn or nullcontext)
     except (ScenarioError, OSError) as error:
-        print(f"scenarios/{name}.py: error: {one_line(error)}", file=sys.stderr)
+        say(f"scenarios/{name}.py: error: {one_line(error)}")
         return 1
     except KeyboardInterrupt:
-        print(f"scenarios/{name}.py: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
+        say(f"scenarios/{name}.py: interrupted (Ctrl-C); no file was left half-written")
         return INTERRUPTED
 
 

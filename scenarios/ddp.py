@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 in_turn=rank_by_rank,
             )
     except KeyboardInterrupt:  # while joining or leaving the process group
-        print("scenarios/ddp.py: interrupted (Ctrl-C); nothing was left half-written", file=sys.stderr)
+        scenarios._ctrl_c.say("scenarios/ddp.py: interrupted (Ctrl-C); nothing was left half-written")
         return scenarios._ctrl_c.INTERRUPTED
 
 

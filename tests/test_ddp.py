@@ -10,6 +10,7 @@ rank below. The lesson function itself also runs here, in this process, as a wor
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -29,7 +30,10 @@ from test_debug_session import scenario_line
 from torch.nn.parallel import DistributedDataParallel
 from vscode_files import scenario_configuration, substitute
 
+import scenarios._ctrl_c
+import traces._starting
 from scenarios import ddp
+from scenarios._runner import run_scenario
 from scenarios._ranks import recorded_trace_names, without_ranks_option
 
 SCRIPT = ROOT / "scenarios" / "ddp.py"
@@ -307,6 +311,42 @@ def test_ctrl_c_stops_every_rank_with_one_line_each_and_status_130(tmp_path):
     assert set(lines[:-1]) <= allowed and len(lines) <= 3 and said[-1].endswith("\n")
     assert not any(alive(pid) for pid in ranks)
     assert list(tmp_path.iterdir()) == []
+
+
+class EachWrite(io.StringIO):
+    """A stderr that notes each write() made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_each_ranks_line_is_written_whole_so_that_two_ranks_never_mix_theirs(monkeypatch):
+    """Both ranks, stopped by one Ctrl-C, print at the same moment on the same terminal. print()
+    writes a line and its newline apart, so two lines could come out as 'line1line2' and an
+    empty line; the runner, the launcher and the lesson write each line in one go."""
+    stderr = EachWrite()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    print("a line", file=sys.stderr)
+    assert stderr.writes == ["a line", "\n"]  # why they do not use print()
+    stderr.writes.clear()
+    scenarios._ctrl_c.say("scenarios/ddp.py: interrupted (Ctrl-C) while starting; nothing was done")
+    traces._starting.say("python -m traces: interrupted (Ctrl-C) while starting; nothing was done")
+    assert stderr.writes == [
+        "scenarios/ddp.py: interrupted (Ctrl-C) while starting; nothing was done\n",
+        "python -m traces: interrupted (Ctrl-C) while starting; nothing was done\n",
+    ]
+    stderr.writes.clear()
+
+    def interrupted(**options):
+        raise KeyboardInterrupt
+
+    assert run_scenario("ddp", interrupted, narrate=lambda facts: [], doc="", argv=[]) == 130
+    assert stderr.writes == ["scenarios/ddp.py: interrupted (Ctrl-C); no file was left half-written\n"]
 
 
 def test_a_rank_killed_outright_ends_the_others_with_one_line(tmp_path):

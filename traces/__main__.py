@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from traces._starting import INTERRUPTED, hand_back
+from traces._starting import INTERRUPTED, hand_back, say
 from traces.data.trace import VIEWS
 
 DEFAULT_VIEWS = ",".join(VIEWS)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     script = args.script
     problem = cannot_run(script)
     if problem:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        say(f"{PROG}: error: {problem}")
         return 2
 
     script_file = os.path.realpath(script)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return finish(tracer, watch, args, script_file, status, error)
         except KeyboardInterrupt:  # while the trace was printed or saved: a save leaves no half-written file
-            print(f"\n{PROG}: interrupted (Ctrl-C); no file was left half-written", file=sys.stderr)
+            say(f"\n{PROG}: interrupted (Ctrl-C); no file was left half-written")
             return INTERRUPTED
 
 
@@ -252,7 +252,7 @@ def saying_when_os_exit_loses_the_trace(script: str) -> Iterator[None]:
 
     def exit_now(status: int) -> None:
         if os.getpid() == parent:
-            print(f"{PROG}: {script} ended with os._exit({status}), so the trace was not printed", file=sys.stderr)
+            say(f"{PROG}: {script} ended with os._exit({status}), so the trace was not printed")
             sys.stderr.flush()
         real_exit(status)
 
@@ -278,7 +278,7 @@ def finish(tracer, watch, args: argparse.Namespace, script_file: str, status: in
     if error is not None:
         print_script_error(error, script_file)
     elif not watch.recorded:
-        print(f"{PROG}: error: {no_backward(script, watch)}", file=sys.stderr)
+        say(f"{PROG}: error: {no_backward(script, watch)}")
         return status or 1
     return status
 
@@ -337,7 +337,7 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
         try:
             written, notes = save_trace(trace, args.save_trace, args.depth)
         except OSError as error:
-            print(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}", file=sys.stderr)
+            say(f"{PROG}: error: could not save the trace in {str(args.save_trace)!r}: {error}")
             return status or 1
         from traces.render.terminal import print_saved
 
@@ -351,7 +351,7 @@ def show_and_save(trace, args: argparse.Namespace, status: int) -> int:
         if args.open:
             open_page(page)
     if unknown is not None:
-        print(f"{PROG}: error: {unknown}", file=sys.stderr)
+        say(f"{PROG}: error: {unknown}")
         return 2
     return status
 
@@ -367,7 +367,7 @@ def save_page(trace, args: argparse.Namespace, console) -> Path | None:
     try:
         write_atomically(page, to_html(trace, args.page_folder))
     except OSError as error:
-        print(f"{PROG}: error: could not save the page: {error}", file=sys.stderr)
+        say(f"{PROG}: error: could not save the page: {error}")
         return None
     console.print("Saved the page:", markup=False)
     console.print(f"  {page}", markup=False, soft_wrap=True, highlight=False)  # whole, on its own line: a link
@@ -379,7 +379,7 @@ def open_page(page: Path) -> None:
     import webbrowser
 
     if not webbrowser.open(page.as_uri()):
-        print(f"{PROG}: no web browser could be started; open {page} yourself", file=sys.stderr)
+        say(f"{PROG}: no web browser could be started; open {page} yourself")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,14 @@ import sys
 INTERRUPTED = 130  # the shell's status for a program ended by Ctrl-C (128 + SIGINT)
 
 
+def say(line: str) -> None:
+    """Print ``line`` on stderr in one write. print() writes the text and its newline
+    apart, so when several processes share the terminal (ranks under torchrun,
+    stopped by one Ctrl-C) two such lines could be mixed into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def command() -> str | None:
     """``python -m traces`` (or ``python -m traces.gdb``) while Python runs that command, else None."""
     argv = getattr(sys, "orig_argv", [])
@@ -29,7 +37,7 @@ def command() -> str | None:
 
 
 def exit_at_once(signum, frame) -> None:
-    print(f"{command() or 'python -m traces'}: interrupted (Ctrl-C) while starting; nothing was done", file=sys.stderr, flush=True)
+    say(f"{command() or 'python -m traces'}: interrupted (Ctrl-C) while starting; nothing was done")
     os._exit(INTERRUPTED)
 
 
