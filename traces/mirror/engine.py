@@ -589,16 +589,8 @@ class ReadyQueue:
         return [task.node.name() for task in sorted_tasks(self.heap)]
 
     def push(self, task: NodeTask) -> None:
-        heap = self.heap
-        heap.append(task)
-        hole = len(heap) - 1
-        while hole > 0:
-            parent = (hole - 1) // 2
-            if not runs_later(heap[parent], task):
-                break
-            heap[hole] = heap[parent]
-            hole = parent
-        heap[hole] = task
+        self.heap.append(task)
+        sift_up(self.heap, len(self.heap) - 1, task)
 
     def pop(self) -> NodeTask:
         heap = self.heap
@@ -625,6 +617,11 @@ def sift_down_then_up(heap: list, value) -> None:
         child = 2 * (child + 1)
         heap[hole] = heap[child - 1]
         hole = child - 1
+    sift_up(heap, hole, value)
+
+
+def sift_up(heap: list, hole: int, value) -> None:
+    """libstdc++'s __push_heap: move ``value`` up from ``hole`` past every parent that runs later."""
     while hole > 0:
         parent = (hole - 1) // 2
         if not runs_later(heap[parent], value):
